@@ -1,0 +1,89 @@
+"""The ``nasrl`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.config import SearchConfig, build_config, config_from_yaml_text, load_yaml
+from controller.errors import NasrlError
+from controller.settings import add_arguments, nest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nasrl",
+        description="Neural Architecture Search with Reinforcement Learning (Zoph & Le, ICLR 2017).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = sub.add_parser("search", help="run an architecture search", description="Run an architecture search.")
+    search.add_argument("--config", metavar="FILE", help="YAML file of settings; flags override it")
+    search.add_argument("--resume", metavar="RUN", help="continue the run in this run directory")
+    search.add_argument("--quiet", action="store_true", help="no progress display")
+    add_arguments(search, SearchConfig)
+
+    show = sub.add_parser("show", help="print a run's summary and its top trials")
+    show.add_argument("run", metavar="RUN", help="run directory")
+    show.add_argument("--top", type=int, default=10, help="how many trials to list (default: 10)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "search":
+            return cmd_search(args)
+        if args.command == "show":
+            from controller.show import show_run
+
+            print(show_run(args.run, top=args.top))
+            return 0
+    except NasrlError as e:
+        print(f"nasrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasrl: interrupted; continue with: nasrl search --resume RUN", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command", "config", "resume", "quiet"}
+    return nest({k: v for k, v in vars(args).items() if k not in skip})
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from controller.runner import open_run, run_search
+
+    flags = _flag_values(args)
+    if args.resume:
+        files, saved = open_run(args.resume)
+        if saved is None:
+            raise NasrlError(f"--resume {args.resume}: no config.yaml there; is it a nasrl run directory?")
+        base = config_from_yaml_text(saved)
+        # Only settings that do not change what the run is may differ on resume.
+        changed = {k for k in flags if k not in ("run_dir",)}
+        if changed - {"quiet"}:
+            raise NasrlError(
+                f"--resume takes the run's own config; drop {', '.join('--' + k for k in sorted(changed))}"
+            )
+        config = base
+    else:
+        file_values = load_yaml(args.config) if args.config else {}
+        config = build_config(file_values, flags)
+    summary = run_search(config, resume_dir=args.resume, quiet=args.quiet)
+    best = summary["best"]
+    print(
+        f"run {summary['run_id']}: {summary['trials_completed']} completed, {summary['trials_failed']} failed"
+        + (f"; best {best['reward']:.4f} ({best['trial_id']}) {best['summary']}" if best else "")
+    )
+    print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The trial ledger: every trial's record, and the only place that decides what counts.
+
+A trial moves WAITING -> RUNNING -> COMPLETE | FAILED (RUNNING -> WAITING again when the executor
+re-dispatches it). A finished record is immutable and the ledger refuses to change it, so a
+retried or duplicated trainer can never make a trial count twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.errors import LedgerError
+from controller.spaces import Architecture
+
+
+class TrialState(str, enum.Enum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.COMPLETE, TrialState.FAILED)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    number: int  # 0-based order of sampling
+    architecture: Architecture
+    architecture_id: str
+    policy_version: int  # the policy version that sampled it
+    replica: int  # which controller replica's batch it belongs to
+    state: TrialState = TrialState.WAITING
+    reward: float | None = None
+    reason: str | None = None  # for failures: a machine-readable code and a message
+    metrics: dict[str, Any] = field(default_factory=dict)  # params, train_seconds, curves, ...
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0  # dispatches so far (re-dispatch after a lost worker or a resume)
+
+    def __post_init__(self) -> None:
+        if self.state == TrialState.COMPLETE and self.reward is None:
+            raise LedgerError(f"trial {self.trial_id}: COMPLETE needs a reward")
+        if self.state == TrialState.FAILED and not self.reason:
+            raise LedgerError(f"trial {self.trial_id}: FAILED needs a reason")
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialRecord:
+        d = dict(d)
+        d["state"] = TrialState(d["state"])
+        return cls(**d)
+
+
+class Ledger:
+    """All trials of a run, by id, in sampling order. Not thread safe: the search loop owns it."""
+
+    def __init__(self, records: list[TrialRecord] | None = None) -> None:
+        self._records: dict[str, TrialRecord] = {}
+        self._finish_order: list[str] = []
+        for r in records or []:
+            self._records[r.trial_id] = r
+        self._finish_order = [
+            r.trial_id
+            for r in sorted(
+                (r for r in self._records.values() if r.state.finished), key=lambda r: (r.finished_at or 0, r.number)
+            )
+        ]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[TrialRecord]:
+        return iter(sorted(self._records.values(), key=lambda r: r.number))
+
+    def __contains__(self, trial_id: str) -> bool:
+        return trial_id in self._records
+
+    def get(self, trial_id: str) -> TrialRecord:
+        try:
+            return self._records[trial_id]
+        except KeyError:
+            raise LedgerError(f"trial {trial_id!r} is not in this run's ledger") from None
+
+    def add(self, record: TrialRecord) -> TrialRecord:
+        if record.trial_id in self._records:
+            raise LedgerError(f"trial {record.trial_id!r} already exists; trial ids are never reused")
+        if record.state != TrialState.WAITING:
+            raise LedgerError(f"trial {record.trial_id!r}: a new trial starts WAITING, not {record.state.value}")
+        self._records[record.trial_id] = record
+        return record
+
+    def _replace(self, trial_id: str, **changes: Any) -> TrialRecord:
+        old = self.get(trial_id)
+        if old.state.finished:
+            raise LedgerError(
+                f"trial {trial_id!r} is {old.state.value}; a finished trial is immutable and cannot be changed"
+            )
+        new = dataclasses.replace(old, **changes)
+        self._records[trial_id] = new
+        if new.state.finished:
+            self._finish_order.append(trial_id)
+        return new
+
+    def start(self, trial_id: str, now: float | None = None) -> TrialRecord:
+        old = self.get(trial_id)
+        return self._replace(
+            trial_id, state=TrialState.RUNNING, started_at=now or time.time(), attempts=old.attempts + 1
+        )
+
+    def requeue(self, trial_id: str) -> TrialRecord:
+        """Back to WAITING: its worker was lost or the controller restarted; it will be dispatched again."""
+        return self._replace(trial_id, state=TrialState.WAITING)
+
+    def complete(self, trial_id: str, reward: float, metrics: dict[str, Any] | None = None,
+                 now: float | None = None) -> TrialRecord:
+        return self._replace(
+            trial_id, state=TrialState.COMPLETE, reward=float(reward), metrics=metrics or {},
+            finished_at=now or time.time(),
+        )
+
+    def fail(self, trial_id: str, reason: str, metrics: dict[str, Any] | None = None,
+             now: float | None = None) -> TrialRecord:
+        return self._replace(
+            trial_id, state=TrialState.FAILED, reason=reason, metrics=metrics or {}, finished_at=now or time.time()
+        )
+
+    # -- views ------------------------------------------------------------------------------
+    def in_state(self, *states: TrialState) -> list[TrialRecord]:
+        return [r for r in self if r.state in states]
+
+    def finished_in_order(self) -> list[TrialRecord]:
+        return [self._records[t] for t in self._finish_order]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in TrialState}
+        for r in self._records.values():
+            out[r.state.value] += 1
+        return out
+
+    def best(self) -> TrialRecord | None:
+        done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
+        # Ties go to the earlier trial, so the answer does not depend on dict order.
+        return max(done, key=lambda r: (r.reward, -r.number)) if done else None
+
+    def top(self, k: int) -> list[TrialRecord]:
+        done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
+        return sorted(done, key=lambda r: (-(r.reward or 0.0), r.number))[:k]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self]
+
+    @classmethod
+    def from_list(cls, items: list[dict[str, Any]], finish_order: list[str] | None = None) -> Ledger:
+        ledger = cls([TrialRecord.from_dict(d) for d in items])
+        if finish_order is not None:
+            ledger._finish_order = list(finish_order)
+        return ledger

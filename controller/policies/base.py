@@ -1,0 +1,90 @@
+"""The policy contract: ask for architectures, tell their rewards.
+
+Optuna-style ask/tell keeps sampling apart from evaluation, so a child can train in a local worker
+or a Kubernetes Job while the policy waits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.spaces import Architecture, BaseSpace
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One architecture from :meth:`BasePolicy.ask`, stamped with the policy version that sampled it."""
+
+    architecture: Architecture
+    policy_version: int
+    log_prob: float | None = None
+    entropy: float | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What :meth:`BasePolicy.tell` learns from: a proposal's architecture, its version and its reward.
+
+    ``reward`` is None for a failed trial: the policy records it but does not learn from it.
+    """
+
+    architecture: Architecture
+    policy_version: int
+    reward: float | None
+
+
+@dataclass
+class UpdateStats:
+    """What one :meth:`BasePolicy.tell` did, for logs and metrics (NaN where a policy has no such thing)."""
+
+    policy_version: int
+    rewards: list[float]
+    baseline: float = float("nan")
+    advantage: float = float("nan")
+    loss: float = float("nan")
+    entropy: float = float("nan")
+    grad_norm: float = float("nan")
+    staleness: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class BasePolicy(ABC):
+    """A search strategy.
+
+    Contract:
+
+    - ``ask(n, space)`` returns ``n`` new :class:`Proposal` objects from ``space`` (the space may
+      grow between calls: the conv depth schedule hands a deeper space). Each is stamped with
+      ``version``, the number of updates applied so far. ``ask`` advances only the policy's
+      random state.
+    - ``tell(batch, space)`` accepts :class:`Feedback` for proposals this policy (or the one it was
+      restored from) returned, in any order and in batches of any size; a ``None`` reward marks
+      a failure, which is not learnt from. A tell is final: nothing told is ever taken back, and
+      no later call changes what an earlier tell did. A learning policy applies one update per
+      tell and increments ``version``.
+    - ``state_dict()`` / ``load_state_dict()`` capture everything needed to continue exactly:
+      weights, optimiser, baseline, random state.
+
+    Policies are not thread safe; the search loop calls them from one thread.
+    """
+
+    name: str
+    version: int = 0
+
+    @abstractmethod
+    def ask(self, n: int, space: BaseSpace) -> list[Proposal]: ...
+
+    @abstractmethod
+    def tell(self, batch: Sequence[Feedback], space: BaseSpace) -> UpdateStats:
+        """Learn from one batch; ``space`` is the space the batch was sampled from."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

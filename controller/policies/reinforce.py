@@ -1,0 +1,184 @@
+"""REINFORCE with an exponential-moving-average baseline, as in the paper (section 3.2).
+
+    grad J = (1/m) sum_k sum_t grad log P(a_t | a_<t; theta_v) (R_k - b)
+
+Asynchronous like the paper's controller replicas: a batch sampled at policy version ``v`` gets
+its gradient at the weights of version ``v`` (kept as a snapshot while its children train), and
+that gradient is applied to the current weights. Staleness is therefore real, and recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from controller.errors import ConfigError
+from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
+from controller.policies.controller_lstm import ControllerLSTM
+from controller.spaces import Anchor, BaseSpace, Choice
+
+REWARD_TRANSFORMS = ("identity", "cube")
+
+
+@dataclass
+class ReinforceConfig:
+    hidden_size: int = 35  # LSTM units per layer (paper: 35)
+    num_layers: int = 2  # stacked LSTM layers (paper: 2)
+    learning_rate: float = 6e-4  # Adam step size (paper: 6e-4)
+    baseline_decay: float = 0.95  # b <- decay * b + (1 - decay) * R
+    entropy_weight: float = 0.0  # bonus on the policy's entropy, keeps it exploring
+    reward_transform: str = "identity"  # "identity" or "cube" (paper: accuracy cubed)
+    temperature: float = 1.0  # logits are divided by this before the softmax
+    tanh_constant: float | None = None  # if set, logits = c * tanh(logits) (ENAS: 2.5)
+    init_range: float = 0.08  # weights start U[-r, r] (paper: 0.08)
+    grad_clip: float | None = None  # clip the gradient's global norm, if set
+
+    def validate(self) -> None:
+        if self.reward_transform not in REWARD_TRANSFORMS:
+            raise ConfigError("reinforce.reward_transform", self.reward_transform, " | ".join(REWARD_TRANSFORMS))
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ConfigError("reinforce.baseline_decay", self.baseline_decay, "0 <= decay < 1")
+        for name in ("hidden_size", "num_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"reinforce.{name}", getattr(self, name), "an integer >= 1")
+        for name in ("learning_rate", "temperature", "init_range"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"reinforce.{name}", getattr(self, name), "a number > 0")
+        if self.entropy_weight < 0:
+            raise ConfigError("reinforce.entropy_weight", self.entropy_weight, "a number >= 0")
+
+
+def transform_reward(reward: float, transform: str) -> float:
+    if transform == "cube":
+        return reward**3
+    if transform == "identity":
+        return reward
+    raise ConfigError("reinforce.reward_transform", transform, " | ".join(REWARD_TRANSFORMS))
+
+
+class ReinforcePolicy(BasePolicy):
+    name = "reinforce"
+
+    def __init__(self, space: BaseSpace, config: ReinforceConfig | None = None, seed: int = 0) -> None:
+        self.config = config or ReinforceConfig()
+        self.config.validate()
+        torch.manual_seed(seed)  # weight init
+        # ``space`` is the largest space the policy will see (the conv schedule's max depth).
+        steps = space.steps()
+        token_sizes = {s.kind: len(s.values) for s in steps if isinstance(s, Choice)}
+        max_layers = sum(isinstance(s, Anchor) for s in steps)
+        c = self.config
+        self.model = ControllerLSTM(
+            token_sizes, max_layers, c.hidden_size, c.num_layers, c.temperature, c.tanh_constant, c.init_range
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline: float | None = None
+        self.version = 0
+        # Weights of every version that still has children in flight (paper: each replica's copy).
+        self._snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    # -- sampling ---------------------------------------------------------------------------
+    def ask(self, n: int, space: BaseSpace) -> list[Proposal]:
+        with torch.no_grad():
+            rollout = self.model.sample(space.steps(), n, generator=self.generator)
+        if self.version not in self._snapshots:
+            self._snapshots[self.version] = copy.deepcopy(self.model.state_dict())
+        return [
+            Proposal(space.architecture(a), self.version, float(lp), float(ent))
+            for a, lp, ent in zip(rollout.actions, rollout.log_prob, rollout.entropy, strict=True)
+        ]
+
+    def log_prob(self, architectures: Sequence[dict], space: BaseSpace) -> torch.Tensor:
+        """log P(architecture) under the current weights, one value per architecture (with grad)."""
+        actions = [space.actions(a) for a in architectures]
+        return self.model.score(space.steps(), actions).log_prob
+
+    # -- learning ---------------------------------------------------------------------------
+    def tell(self, batch: Sequence[Feedback], space: BaseSpace) -> UpdateStats:
+        """One REINFORCE step from a replica's batch of m rewards."""
+        ok = [f for f in batch if f.reward is not None]
+        rewards = [transform_reward(float(f.reward), self.config.reward_transform) for f in ok]  # type: ignore[arg-type]
+        stats = UpdateStats(self.version, [float(f.reward) for f in ok])  # type: ignore[arg-type]
+        stats.staleness = [self.version - f.policy_version for f in ok]
+        if not ok:
+            return stats
+
+        # ---- baseline: EMA of *previous* rewards; the first batch is centred on its own mean ----
+        baseline = self.baseline if self.baseline is not None else sum(rewards) / len(rewards)
+        advantages = torch.tensor([r - baseline for r in rewards])
+
+        # ---- REINFORCE loss, gradient taken at the weights each child was sampled with ----
+        self.optimizer.zero_grad(set_to_none=False)
+        grads = [torch.zeros_like(p) for p in self.model.parameters()]
+        loss_total, entropy_total = 0.0, 0.0
+        m = len(ok)
+        for version in sorted({f.policy_version for f in ok}):
+            idx = [k for k, f in enumerate(ok) if f.policy_version == version]
+            model = self._model_at(version)
+            actions = [space.actions(ok[k].architecture) for k in idx]
+            rollout = model.score(space.steps(), actions)
+            loss = -(rollout.log_prob * advantages[idx]).sum() / m
+            loss = loss - self.config.entropy_weight * rollout.entropy.sum() / m
+            model.zero_grad(set_to_none=False)
+            loss.backward()
+            for g, p in zip(grads, model.parameters(), strict=True):
+                if p.grad is not None:  # heads of token kinds this space lacks get no gradient
+                    g += p.grad
+            loss_total += float(loss.detach())
+            entropy_total += float(rollout.entropy.detach().sum())
+        for g, p in zip(grads, self.model.parameters(), strict=True):
+            p.grad = g
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf))
+        self.optimizer.step()
+        self.version += 1
+
+        # ---- baseline update, one reward at a time ----
+        b = self.baseline if self.baseline is not None else baseline
+        for r in rewards:
+            b = self.config.baseline_decay * b + (1 - self.config.baseline_decay) * r
+        self.baseline = b
+
+        stats.baseline = baseline
+        stats.advantage = float(advantages.mean())
+        stats.loss = loss_total
+        stats.entropy = entropy_total / m
+        stats.grad_norm = grad_norm
+        return stats
+
+    def _model_at(self, version: int) -> torch.nn.Module:
+        if version == self.version or version not in self._snapshots:
+            return self.model
+        stale = copy.deepcopy(self.model)
+        stale.load_state_dict(self._snapshots[version])
+        return stale
+
+    def release(self, live_versions: set[int]) -> None:
+        """Forget snapshots no in-flight child refers to (the search loop calls this)."""
+        for v in [v for v in self._snapshots if v not in live_versions and v != self.version]:
+            del self._snapshots[v]
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline,
+            "version": self.version,
+            "snapshots": self._snapshots,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline = state["baseline"]
+        self.version = int(state["version"])
+        self._snapshots = dict(state["snapshots"])

@@ -1,0 +1,88 @@
+"""Where a run keeps its files, in any store. The same layout on local disk and in MinIO::
+
+    RUN/config.yaml                      the resolved search config (what --resume reads back)
+    RUN/checkpoint.pt                    controller state: policy, optimiser, baseline, RNG, ledger
+    RUN/summary.json                     the run's summary, rewritten at every checkpoint
+    RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch
+    RUN/trials/<trial-id>/result.json         written once by the trainer (or table evaluator)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import torch
+
+from controller.stores import BaseStore, KeyNotFound
+
+CONFIG = "config.yaml"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+
+
+def architecture_key(trial_id: str) -> str:
+    return f"trials/{trial_id}/architecture.json"
+
+
+def result_key(trial_id: str) -> str:
+    return f"trials/{trial_id}/result.json"
+
+
+def dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+class RunFiles:
+    """Reads and writes one run's files through a store."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+
+    def write_architecture(self, trial_id: str, payload: dict[str, Any]) -> None:
+        self.store.write(architecture_key(trial_id), dumps(payload))
+
+    def read_architecture(self, trial_id: str) -> dict[str, Any]:
+        return json.loads(self.store.read(architecture_key(trial_id)))
+
+    def publish_result(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Write result.json if no result exists yet; False means another attempt got there first."""
+        return self.store.write_once(result_key(trial_id), dumps(result))
+
+    def read_result(self, trial_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.read(result_key(trial_id)))
+        except KeyNotFound:
+            return None
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.store.write(CHECKPOINT, buf.getvalue())
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        try:
+            data = self.store.read(CHECKPOINT)
+        except KeyNotFound:
+            return None
+        # Our own file, holding RNG states and numpy scalars: not restricted to weights.
+        return torch.load(io.BytesIO(data), weights_only=False)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.store.write(SUMMARY, dumps(summary))
+
+    def read_summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.read(SUMMARY))
+        except KeyNotFound:
+            return None
+
+    def write_config(self, text: str) -> None:
+        self.store.write(CONFIG, text.encode())
+
+    def read_config(self) -> str | None:
+        try:
+            return self.store.read(CONFIG).decode()
+        except KeyNotFound:
+            return None

@@ -1,0 +1,59 @@
+"""``nasrl show RUN``: the summary and a top-k table, from the run's files alone."""
+
+from __future__ import annotations
+
+from controller.errors import NasrlError
+from controller.ledger import Ledger, TrialState
+from controller.run_layout import RunFiles
+from controller.stores import open_store
+
+
+def show_run(run_dir: str, top: int = 10) -> str:
+    files = RunFiles(open_store(run_dir))
+    summary = files.read_summary()
+    checkpoint = files.load_checkpoint()
+    if summary is None or checkpoint is None:
+        raise NasrlError(f"run directory {run_dir!r} has no summary.json or checkpoint: is it a nasrl run?")
+    ledger = Ledger.from_list(checkpoint["ledger"], checkpoint["finish_order"])
+    from controller.config import config_from_yaml_text
+    from controller.search import Search
+
+    config = config_from_yaml_text(files.read_config() or "")
+    lines = [
+        f"run       {summary['run_id']}",
+        f"space     {summary['space']}   strategy {summary['strategy']}   seed {summary['seed']}",
+        f"trials    {summary['trials_completed']} completed, {summary['trials_failed']} failed, "
+        f"{summary['trials_running']} unfinished of {summary['trials_requested']}"
+        + ("" if summary["finished"] else "   (not finished: nasrl search --resume RUN)"),
+    ]
+    if summary.get("baseline") is not None:
+        lines.append(f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}")
+    rows = ledger.top(top)
+    if rows:
+        space_of = Search.space_of.__get__(_SpaceOnly(config))  # type: ignore[attr-defined]
+        lines += ["", f"{'rank':>4}  {'trial':<7} {'reward':>7} {'params':>9}  architecture"]
+        for rank, r in enumerate(rows, 1):
+            params = r.metrics.get("params")
+            lines.append(
+                f"{rank:>4}  {r.trial_id:<7} {r.reward:>7.4f} {params if params is not None else '-':>9}  "
+                f"{space_of(r.architecture).summary(r.architecture)}"
+            )
+    failed = ledger.in_state(TrialState.FAILED)
+    if failed:
+        reasons: dict[str, int] = {}
+        for r in failed:
+            reasons[(r.reason or "").split(":")[0]] = reasons.get((r.reason or "").split(":")[0], 0) + 1
+        lines += ["", "failures  " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))]
+    return "\n".join(lines)
+
+
+class _SpaceOnly:
+    """Enough of a Search for ``Search.space_of``."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def _space_with(self, num_layers: int):
+        from controller.spaces import make_space
+
+        return make_space(self.config.space, **self.config.space_options(num_layers))

@@ -1,0 +1,44 @@
+"""The store contract: a flat key -> bytes space that a controller and its trainers share.
+
+Keys are ``/``-separated relative paths (``trials/t00042/result.json``). Contract:
+
+- ``write`` replaces atomically: a reader sees the old bytes or the new, never a torn file, and a
+  crash mid-write leaves the old value readable.
+- ``write_once`` creates a key only if it is absent and says whether it did; this is how a trainer
+  publishes its result exactly once.
+- ``read`` of a missing key raises :class:`KeyNotFound`.
+- ``list(prefix)`` returns the keys under ``prefix``, sorted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from controller.errors import StoreError
+
+
+class KeyNotFound(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError's str() adds quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class BaseStore(ABC):
+    uri: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def write_once(self, key: str, data: bytes) -> bool: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
