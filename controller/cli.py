@@ -61,7 +61,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     flags = _flag_values(args)
     if args.resume:
-        files, saved = open_run(args.resume)
+        _files, saved = open_run(args.resume)
         if saved is None:
             raise NasrlError(f"--resume {args.resume}: no config.yaml there; is it a nasrl run directory?")
         base = config_from_yaml_text(saved)

@@ -27,7 +27,7 @@ class SearchConfig:
     trials: int = 100  # children to evaluate; the run ends with exactly this many finished
     seed: int = 0  # one seed for the policy, the children and the data split
     replicas: int = 1  # K: controller replicas, each with its own batch in flight (paper: 100)
-    batch: int = 8  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
+    batch: int = 5  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
     run_dir: str | None = None  # where the run lives; default runs/<run id>
     # -- conv space -------------------------------------------------------------------------
     start_layers: int = 6  # depth of the first children (paper: 6)

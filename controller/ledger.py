@@ -18,7 +18,7 @@ from controller.errors import LedgerError
 from controller.spaces import Architecture
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     WAITING = "WAITING"
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
@@ -130,15 +130,20 @@ class Ledger:
         """Back to WAITING: its worker was lost or the controller restarted; it will be dispatched again."""
         return self._replace(trial_id, state=TrialState.WAITING)
 
-    def complete(self, trial_id: str, reward: float, metrics: dict[str, Any] | None = None,
-                 now: float | None = None) -> TrialRecord:
+    def complete(
+        self, trial_id: str, reward: float, metrics: dict[str, Any] | None = None, now: float | None = None
+    ) -> TrialRecord:
         return self._replace(
-            trial_id, state=TrialState.COMPLETE, reward=float(reward), metrics=metrics or {},
+            trial_id,
+            state=TrialState.COMPLETE,
+            reward=float(reward),
+            metrics=metrics or {},
             finished_at=now or time.time(),
         )
 
-    def fail(self, trial_id: str, reason: str, metrics: dict[str, Any] | None = None,
-             now: float | None = None) -> TrialRecord:
+    def fail(
+        self, trial_id: str, reason: str, metrics: dict[str, Any] | None = None, now: float | None = None
+    ) -> TrialRecord:
         return self._replace(
             trial_id, state=TrialState.FAILED, reason=reason, metrics=metrics or {}, finished_at=now or time.time()
         )

@@ -44,8 +44,9 @@ class Progress:
         bar = "#" * filled + "-" * (self.width - filled)
         line = (
             f"[{bar}] {done}/{self.total}  ok {counts['COMPLETE']}  failed {counts['FAILED']}  "
-            f"running {counts['RUNNING']}  best {best.reward:.4f}" if best else
-            f"[{bar}] {done}/{self.total}  ok 0  failed {counts['FAILED']}  running {counts['RUNNING']}  best -"
+            f"running {counts['RUNNING']}  best {best.reward:.4f}"
+            if best
+            else f"[{bar}] {done}/{self.total}  ok 0  failed {counts['FAILED']}  running {counts['RUNNING']}  best -"
         ) + f"  eta {eta}"
         if self.tty:
             self.stream.write("\r" + line.ljust(100))

@@ -1,10 +1,10 @@
 """Where a run keeps its files, in any store. The same layout on local disk and in MinIO::
 
-    RUN/config.yaml                      the resolved search config (what --resume reads back)
-    RUN/checkpoint.pt                    controller state: policy, optimiser, baseline, RNG, ledger
-    RUN/summary.json                     the run's summary, rewritten at every checkpoint
-    RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch
-    RUN/trials/<trial-id>/result.json         written once by the trainer (or table evaluator)
+RUN/config.yaml                      the resolved search config (what --resume reads back)
+RUN/checkpoint.pt                    controller state: policy, optimiser, baseline, RNG, ledger
+RUN/summary.json                     the run's summary, rewritten at every checkpoint
+RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch
+RUN/trials/<trial-id>/result.json         written once by the trainer (or table evaluator)
 """
 
 from __future__ import annotations

@@ -31,8 +31,13 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
             outcome = evaluate_trial(trial)
             if files is not None:  # the same protocol as a trainer: result.json, written once
                 files.publish_result(
-                    trial.trial_id, {"trial_id": trial.trial_id, "status": outcome.status,
-                                     "reward": outcome.reward, "metrics": outcome.metrics},
+                    trial.trial_id,
+                    {
+                        "trial_id": trial.trial_id,
+                        "status": outcome.status,
+                        "reward": outcome.reward,
+                        "metrics": outcome.metrics,
+                    },
                 )
             return outcome
 

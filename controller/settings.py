@@ -126,7 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
             (item,) = typing.get_args(base)[:1]
             parser.add_argument(flag, nargs="+", type=_cli_type(dest, item), metavar=item.__name__.upper(), **kwargs)
         else:
-            parser.add_argument(flag, type=_cli_type(dest, base), metavar=getattr(base, "__name__", "X").upper(), **kwargs)
+            parser.add_argument(
+                flag, type=_cli_type(dest, base), metavar=getattr(base, "__name__", "X").upper(), **kwargs
+            )
 
 
 def _cli_type(field: str, base: Any) -> Any:

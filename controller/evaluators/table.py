@@ -31,8 +31,16 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("analognasbench"):
             return _Record
-        if module in ("builtins", "collections", "copyreg", "numpy", "numpy.core.multiarray",
-                      "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"):
+        if module in (
+            "builtins",
+            "collections",
+            "copyreg",
+            "numpy",
+            "numpy.core.multiarray",
+            "numpy._core.multiarray",
+            "numpy.core.numeric",
+            "numpy._core.numeric",
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"unexpected class {module}.{name} in the NAS-Bench-201 table")
 

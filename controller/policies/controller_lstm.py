@@ -114,19 +114,23 @@ class ControllerLSTM(nn.Module):
     # -- scoring: all inputs are known from the tokens, so the LSTM runs over the whole sequence ---
     def score(self, steps: Sequence[Step], actions: Sequence[Sequence[Action]]) -> Rollout:
         b, t_len = len(actions), len(steps)
-        columns = list(zip(*actions, strict=True)) if actions else [() for _ in steps]
+        # One tensor for the whole batch: each row is the decisions flattened (anchor bits inline).
+        flat = torch.tensor([_flatten(row) for row in actions], dtype=torch.long).reshape(b, -1)
         step_inputs: list[Tensor] = []  # what each step feeds to the next
         by_kind: dict[str, list[int]] = {}
         targets: dict[int, Tensor] = {}
         anchor_ts: list[int] = []
+        offset = 0
         for t, step in enumerate(steps):
             if isinstance(step, Choice):
-                a = torch.tensor(columns[t], dtype=torch.long)
+                a = flat[:, offset]
+                offset += 1
                 targets[t] = a
                 by_kind.setdefault(step.kind, []).append(t)
                 step_inputs.append(self.embeddings[step.kind](a))
             else:
-                bits = torch.tensor(columns[t], dtype=torch.float32).reshape(b, step.layer)
+                bits = flat[:, offset : offset + step.layer].float()
+                offset += step.layer
                 targets[t] = bits
                 anchor_ts.append(t)
                 step_inputs.append(self._anchor_input(bits))
@@ -155,6 +159,16 @@ class ControllerLSTM(nn.Module):
             entropy = entropy + (ent * mask).sum((0, 1))
         assert t_len == len(step_inputs)
         return Rollout([list(a) for a in actions], log_prob, entropy)
+
+
+def _flatten(row: Sequence[Action]) -> list[int]:
+    out: list[int] = []
+    for a in row:
+        if isinstance(a, tuple):
+            out.extend(a)
+        else:
+            out.append(a)
+    return out
 
 
 def _bernoulli_terms(logits: Tensor, bits: Tensor, reduce_last: bool = True) -> tuple[Tensor, Tensor]:

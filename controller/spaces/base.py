@@ -70,8 +70,8 @@ class BaseSpace(ABC):
         """Build the JSON architecture from one decision per step."""
 
     @abstractmethod
-    def actions(self, architecture: Architecture) -> list[Action]:
-        """The decisions that produce ``architecture`` (validates it first)."""
+    def actions(self, architecture: Architecture, validate: bool = True) -> list[Action]:
+        """The decisions that produce ``architecture``; ``validate=False`` trusts it (it came from ``architecture``)."""
 
     @abstractmethod
     def validate(self, architecture: Architecture) -> None: ...

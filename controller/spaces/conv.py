@@ -131,14 +131,13 @@ class ConvSpace(BaseSpace):
             for j in inputs:
                 if type(j) is not int or not 0 <= j < i:
                     allowed = f"0..{i - 1}" if i else "none: layer 0 takes the image"
-                    raise SpaceError(
-                        f"layers[{i}].inputs: {j!r} is not an earlier layer (allowed: {allowed})"
-                    )
+                    raise SpaceError(f"layers[{i}].inputs: {j!r} is not an earlier layer (allowed: {allowed})")
             if inputs != sorted(set(inputs)):
                 raise SpaceError(f"layers[{i}].inputs: {inputs!r} is not allowed (allowed: sorted, distinct)")
 
-    def actions(self, architecture: Architecture) -> list[Action]:
-        self.validate(architecture)
+    def actions(self, architecture: Architecture, validate: bool = True) -> list[Action]:
+        if validate:
+            self.validate(architecture)
         out: list[Action] = []
         for i, layer in enumerate(architecture["layers"]):
             out += [values.index(layer[kind]) for kind, values in self._layer_tokens()]

@@ -1,0 +1,358 @@
+"""Train one child network and turn its validation accuracy into the controller's reward (paper 4.1).
+
+Failures a search must survive (an invalid architecture, a diverging loss, a network too big for the
+machine) come back as FAILED results with a reason code, never as exceptions: the controller records
+them and moves on, and a trial Job exits with `EXIT_CODES[reason_code]`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.trainer.datasets import DatasetSplits
+from components.trainer.errors import EXIT_CODES, InvalidArchitecture, InvalidConfig
+from components.trainer.model import architecture_parameters, build_model
+
+CURVE_NAMES: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Divergence is checked every this many steps rather than every step: each check waits for the GPU.
+NAN_CHECK_EVERY = 20
+
+Status = Literal["COMPLETE", "FAILED"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one child is trained. Defaults follow the paper except where noted."""
+
+    epochs: int = 10  # passes over the training split (the paper trains 50)
+    batch_size: int = 128  # images per SGD step
+    learning_rate: float = 0.1  # peak SGD rate, as in the paper; also the best of 0.02-0.2 in 3-5 epoch runs
+    momentum: float = 0.9  # Nesterov momentum, as in the paper
+    weight_decay: float = 1e-4  # L2 penalty through SGD, as in the paper
+    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"  # per step; "step" is ×0.1 at 50% and 75%
+    reward_transform: Literal["identity", "cube"] = "cube"  # the paper cubes the accuracy
+    reward_window: int = 5  # reward reads the best val accuracy of the last min(this, epochs) epochs
+    seed: int = 0  # seeds weight init, batch order and augmentation
+    max_parameters: int = 50_000_000  # bigger children fail "too_large" before any training
+    augment: bool = True  # random crop (padding per dataset) and, where the dataset allows, horizontal flip
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
+    num_threads: int | None = None  # torch CPU threads while training; None leaves torch's setting
+    eval_batch_size: int = 1024  # images per forward pass when evaluating
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "reward_window", "max_parameters", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise InvalidConfig(f"{name}: {getattr(self, name)} is not allowed (allowed: integers >= 1)")
+        if not self.learning_rate > 0:
+            raise InvalidConfig(f"learning_rate: {self.learning_rate} is not allowed (allowed: > 0)")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise InvalidConfig(
+                f"momentum {self.momentum} / weight_decay {self.weight_decay} not allowed "
+                "(allowed: 0 <= momentum < 1, weight_decay >= 0)"
+            )
+        _check_choice("lr_schedule", self.lr_schedule, ("cosine", "step", "constant"))
+        _check_choice("reward_transform", self.reward_transform, ("identity", "cube"))
+        if self.num_threads is not None and self.num_threads < 1:
+            raise InvalidConfig(f"num_threads: {self.num_threads} is not allowed (allowed: None or >= 1)")
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise InvalidConfig(f"{name}: {value!r} is not allowed (allowed: {', '.join(allowed)})")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of one child's training; FAILED results carry a reason code from EXIT_CODES."""
+
+    status: Status
+    reward: float | None  # the transformed val_accuracy; None when FAILED
+    val_accuracy: float | None  # best validation accuracy over the reward window, in [0, 1]
+    reason_code: str | None  # "invalid_architecture", "nan_loss" or "too_large" when FAILED
+    reason: str | None  # a message for people when FAILED
+    params: int | None  # trainable parameters; None when the architecture could not be built
+    train_seconds: float  # wall time of the whole call: build, data transfer, training, evaluation
+    curves: dict[str, list[float]]  # per epoch: train_loss, train_accuracy, val_loss, val_accuracy
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # only with keep_model=True
+
+    def __post_init__(self) -> None:
+        if self.status == "COMPLETE":
+            if self.reward is None or self.val_accuracy is None or self.reason_code is not None:
+                raise ValueError("status COMPLETE needs reward and val_accuracy, and no reason_code")
+        elif self.status == "FAILED":
+            if self.reason_code not in EXIT_CODES or self.reward is not None:
+                raise ValueError(
+                    f"status FAILED needs reward None and reason_code in {sorted(EXIT_CODES)}, got {self.reason_code!r}"
+                )
+        else:
+            raise ValueError(f"status: {self.status!r} is not allowed (allowed: COMPLETE, FAILED)")
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status a trial Job reports this result with: 0, or EXIT_CODES[reason_code]."""
+        return 0 if self.reason_code is None else EXIT_CODES[self.reason_code]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field except the model."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        out["curves"] = {name: list(values) for name, values in self.curves.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainResult:
+        names = [f.name for f in fields(cls) if f.name != "model"]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"TrainResult.from_dict: missing keys {missing}")
+        values = {name: data[name] for name in names}
+        values["curves"] = {name: [float(v) for v in curve] for name, curve in data["curves"].items()}
+        return cls(**values)
+
+
+class Evaluation(NamedTuple):
+    loss: float  # mean cross-entropy
+    accuracy: float  # fraction correct, in [0, 1]
+
+
+def transform_reward(val_accuracy: float, transform: str) -> float:
+    """The controller's reward for a validation accuracy: itself, or its cube (paper 4.1)."""
+    return val_accuracy**3 if transform == "cube" else val_accuracy
+
+
+def train_child(
+    architecture: Mapping[str, Any],
+    data: DatasetSplits,
+    config: TrainConfig | None = None,
+    *,
+    keep_model: bool = False,
+) -> TrainResult:
+    """Train `architecture` on `data.train`, validate every epoch on `data.val`, and return the result.
+
+    SGD with Nesterov momentum and weight decay, inputs normalised with the train-split mean/std.
+    The train curves are measured on the augmented batches in training mode, as they are seen.
+    On CPU the same seed gives the same result; CUDA kernels may not be bit-for-bit deterministic.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    curves: dict[str, list[float]] = {name: [] for name in CURVE_NAMES}
+
+    def failed(code: str, reason: str, params: int | None) -> TrainResult:
+        return TrainResult("FAILED", None, None, code, reason, params, time.perf_counter() - started, curves)
+
+    try:
+        params = architecture_parameters(architecture, data.in_channels, data.num_classes)
+    except InvalidArchitecture as error:
+        return failed("invalid_architecture", str(error), None)
+    if params > config.max_parameters:
+        reason = f"{params:,} parameters exceed max_parameters={config.max_parameters:,}"
+        return failed("too_large", reason, params)
+
+    torch.manual_seed(config.seed)
+    threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    model: nn.Module | None = None
+    out_of_memory: str | None = None
+    try:
+        model = build_model(architecture, data.in_channels, data.num_classes)
+        _fit(model, data, config, resolve_device(config.device), curves)
+    except _Diverged as error:
+        return failed("nan_loss", str(error), params)
+    except (MemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        out_of_memory = f"out of memory training {params:,} parameters: {first_line}"
+    finally:
+        torch.set_num_threads(threads)
+    if out_of_memory is not None:
+        # Outside the except block: the traceback, which pins the activations, is gone by now.
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return failed("too_large", out_of_memory, params)
+
+    window = curves["val_accuracy"][-min(config.reward_window, config.epochs) :]
+    val_accuracy = max(window)
+    return TrainResult(
+        status="COMPLETE",
+        reward=transform_reward(val_accuracy, config.reward_transform),
+        val_accuracy=val_accuracy,
+        reason_code=None,
+        reason=None,
+        params=params,
+        train_seconds=time.perf_counter() - started,
+        curves=curves,
+        model=model.cpu() if keep_model and model is not None else None,
+    )
+
+
+class _Diverged(Exception):
+    pass
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    # CPU allocation failures are plain RuntimeErrors: "DefaultCPUAllocator: can't allocate memory".
+    message = str(error).lower()
+    return "out of memory" in message or "can't allocate memory" in message
+
+
+def resolve_device(device: str) -> torch.device:
+    """`"auto"` picks CUDA when it is available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _fit(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    device: torch.device,
+    curves: dict[str, list[float]],
+) -> None:
+    model.to(device)
+    x_train = normalise(data.train[0], data.mean, data.std, device)
+    y_train = data.train[1].to(device)
+    x_val = normalise(data.val[0], data.mean, data.std, device)
+    y_val = data.val[1].to(device)
+    # Cropping pads with black, which after normalisation is -mean/std per channel.
+    black = normalise(torch.zeros(1, data.in_channels, 1, 1, dtype=torch.uint8), data.mean, data.std, device)
+    padding = data.crop_padding if config.augment else 0
+    flip = config.augment and data.horizontal_flip
+
+    n = len(y_train)
+    # A last batch of one image would make batch norm fail on 1×1 feature maps; it is dropped instead.
+    stop = n - 1 if n % config.batch_size == 1 else n
+    steps_per_epoch = max(1, math.ceil(stop / config.batch_size))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(config.lr_schedule, step / total_steps)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for step, start in enumerate(range(0, stop, config.batch_size)):
+            index = order[start : start + config.batch_size]
+            images, labels = x_train[index], y_train[index]
+            if padding:
+                images = random_crop(images, padding, black, generator)
+            if flip:
+                images = random_flip(images, generator)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 and not torch.isfinite(loss_sum).item():
+                raise _Diverged(f"training loss became {loss_sum.item()} in epoch {epoch}, step {step + 1}")
+        seen = max(stop, 1)
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise _Diverged(f"training loss became {train_loss} in epoch {epoch}")
+        val = _evaluate_normalised(model, x_val, y_val, config.eval_batch_size)
+        if not math.isfinite(val.loss):
+            raise _Diverged(f"validation loss became {val.loss} after epoch {epoch}")
+        curves["train_loss"].append(train_loss)
+        curves["train_accuracy"].append(correct.item() / seen)
+        curves["val_loss"].append(val.loss)
+        curves["val_accuracy"].append(val.accuracy)
+
+
+def _lr_factor(schedule: str, progress: float) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 1.0
+
+
+def normalise(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """uint8 N×C×H×W images to float32 on `device`, scaled to [0, 1] and standardised per channel."""
+    shape = (1, len(mean), 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    return images.to(device).to(torch.float32).div_(255.0).sub_(mean_t).div_(std_t)
+
+
+def random_crop(images: torch.Tensor, padding: int, fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Pad each image by `padding` pixels of `fill` (1×C×1×1) and crop it back at a random offset."""
+    batch, channels, height, width = images.shape
+    padded = fill.expand(batch, channels, height + 2 * padding, width + 2 * padding).clone()
+    padded[:, :, padding : padding + height, padding : padding + width] = images
+    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(images.device)
+    rows = offsets[0][:, None] + torch.arange(height, device=images.device)
+    cols = offsets[1][:, None] + torch.arange(width, device=images.device)
+    # One gather for the whole batch instead of a Python loop over images.
+    return padded[
+        torch.arange(batch, device=images.device)[:, None, None, None],
+        torch.arange(channels, device=images.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images left to right."""
+    mirrored = torch.rand(len(images), generator=generator).to(images.device) < 0.5
+    return torch.where(mirrored[:, None, None, None], images.flip(3), images)
+
+
+@torch.no_grad()
+def _evaluate_normalised(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        logits = model(images[start : start + batch_size])
+        target = labels[start : start + batch_size]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == target).sum().item())
+    model.train(was_training)
+    count = max(1, len(labels))
+    return Evaluation(loss_sum / count, correct / count)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 1024,
+) -> Evaluation:
+    """Loss and accuracy of `model` on uint8 `images`, normalised with the train split's `mean`/`std`.
+
+    For the test set once the search is over: `evaluate(model, *data.test, mean=data.mean, std=data.std)`.
+    Runs on the device the model's parameters are on.
+    """
+    device = next(model.parameters()).device
+    return _evaluate_normalised(model, normalise(images, mean, std, device), labels.to(device), batch_size)
