@@ -25,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--quiet", action="store_true", help="no progress display")
     add_arguments(search, SearchConfig)
 
+    train = sub.add_parser("train", help="train one trial's child and publish its result (what a worker or a Job runs)")
+    train.add_argument("--trial", required=True, metavar="RUN/trials/ID", help="the trial folder")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    report = sub.add_parser("report", help="write PNG plots of one or more runs (overlaid)")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run directories; the first one is the main run")
+    report.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: FIRST_RUN/report)")
+
     show = sub.add_parser("show", help="print a run's summary and its top trials")
     show.add_argument("run", metavar="RUN", help="run directory")
     show.add_argument("--top", type=int, default=10, help="how many trials to list (default: 10)")
@@ -37,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "search":
             return cmd_search(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "report":
+            from controller.report import write_report
+
+            for path in write_report(args.runs, args.out):
+                print(path)
+            return 0
         if args.command == "show":
             from controller.show import show_run
 
@@ -83,6 +99,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from components.trainer.trial import exit_code, run_trial, split_trial_uri
+
+    run_uri, trial_id = split_trial_uri(args.trial)
+    result = run_trial(run_uri, trial_id, num_threads=args.threads)
+    if result.get("status") == "COMPLETE":
+        print(f"{trial_id}: COMPLETE reward {result['reward']:.4f} ({result.get('params', '?')} parameters)")
+    else:
+        print(f"{trial_id}: FAILED {result.get('reason_code')}: {result.get('reason')}", file=sys.stderr)
+    return exit_code(result)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,21 @@ from controller.spaces import SPACES
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
 EVALUATORS = ("train", "table")
+DATASETS = ("fashion-mnist", "digits", "cifar10")
+LR_SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class ChildConfig:
+    epochs: int = 10  # training epochs per child (paper: 50)
+    batch_size: int = 128  # images per SGD step
+    learning_rate: float = 0.1  # peak SGD learning rate, Nesterov momentum 0.9 (paper: 0.1)
+    lr_schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75%) or "constant"
+    weight_decay: float = 1e-4  # L2 penalty (paper: 1e-4)
+    reward_window: int = 5  # reward = best validation accuracy of the last min(this, epochs) epochs (paper: 5)
+    max_parameters: int = 50_000_000  # larger children fail as "too_large" before training
+    augment: bool = True  # random crop with padding and, where it makes sense, horizontal flip
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
 
 
 @dataclass
@@ -29,6 +44,13 @@ class SearchConfig:
     replicas: int = 1  # K: controller replicas, each with its own batch in flight (paper: 100)
     batch: int = 5  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
     run_dir: str | None = None  # where the run lives; default runs/<run id>
+    # -- children (evaluator "train") -------------------------------------------------------
+    dataset: str = "fashion-mnist"  # "fashion-mnist", "digits" (8x8, for tests) or "cifar10"
+    data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place
+    train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
+    workers: int = 2  # local worker processes training children in parallel
+    trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
+    child: ChildConfig = field(default_factory=ChildConfig)
     # -- conv space -------------------------------------------------------------------------
     start_layers: int = 6  # depth of the first children (paper: 6)
     grow_every: int = 1600  # add layers every this many samples (paper: 1,600)
@@ -55,6 +77,21 @@ class SearchConfig:
             raise ConfigError("grow_by", self.grow_by, "an integer >= 0")
         if self.max_layers < self.start_layers:
             raise ConfigError("max_layers", self.max_layers, f"an integer >= start_layers ({self.start_layers})")
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)
+        if self.workers < 1:
+            raise ConfigError("workers", self.workers, "an integer >= 1")
+        if self.train_subset is not None and self.train_subset < 10:
+            raise ConfigError("train_subset", self.train_subset, "an integer >= 10, or null for the whole split")
+        if self.trial_timeout is not None and self.trial_timeout <= 0:
+            raise ConfigError("trial_timeout", self.trial_timeout, "a number of seconds > 0, or null")
+        for name in ("epochs", "batch_size", "reward_window", "max_parameters"):
+            if getattr(self.child, name) < 1:
+                raise ConfigError(f"child.{name}", getattr(self.child, name), "an integer >= 1")
+        if not self.child.learning_rate > 0:
+            raise ConfigError("child.learning_rate", self.child.learning_rate, "a number > 0")
+        if self.child.weight_decay < 0:
+            raise ConfigError("child.weight_decay", self.child.weight_decay, "a number >= 0")
         self.reinforce.validate()
         if self.evolution.population_size < 1:
             raise ConfigError("evolution.population_size", self.evolution.population_size, "an integer >= 1")

@@ -42,7 +42,11 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
             return outcome
 
         return InlineExecutor(evaluate)
-    raise NasrlError(f"evaluator: {config.evaluator!r} is not available yet (allowed: table)")
+    from controller.executors.local import LocalExecutor
+
+    if files is None:
+        raise NasrlError("evaluator 'train' needs a run directory: children read their trial files from it")
+    return LocalExecutor(files.store.uri, workers=config.workers, trial_timeout=config.trial_timeout)
 
 
 def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:

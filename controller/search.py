@@ -7,6 +7,7 @@ store after every ask and every tell, so ``--resume`` continues the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from controller.config import SearchConfig
 from controller.errors import NasrlError
 from controller.executors import BaseExecutor, Outcome
+from controller.executors.local import outcome_from_result
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.policies import (
     BasePolicy,
@@ -148,6 +150,13 @@ class Search:
             "architecture_id": record.architecture_id,
             "policy_version": record.policy_version,
             "seed": self.config.seed * 1_000_003 + record.number,
+            "dataset": {
+                "name": self.config.dataset,
+                "data_dir": self.config.data_dir,
+                "train_subset": self.config.train_subset,
+                "seed": self.config.seed,  # one split for the whole run: rewards stay comparable
+            },
+            "train": dataclasses.asdict(self.config.child),
         }
 
     def _dispatch(self) -> None:
@@ -278,14 +287,3 @@ class Search:
             "started_at": self.state.started_at,
             "updated_at": time.time(),
         }
-
-
-def outcome_from_result(trial_id: str, result: dict[str, Any]) -> Outcome:
-    """A trainer's result.json as an executor outcome."""
-    status = result.get("status")
-    if status == "COMPLETE" and result.get("reward") is not None:
-        return Outcome(trial_id, "COMPLETE", reward=float(result["reward"]), metrics=result.get("metrics", {}))
-    reason = result.get("reason_code") or "failed"
-    if result.get("reason"):
-        reason = f"{reason}: {result['reason']}"
-    return Outcome(trial_id, "FAILED", reason=reason, metrics=result.get("metrics", {}))

@@ -27,7 +27,11 @@ def show_run(run_dir: str, top: int = 10) -> str:
         + ("" if summary["finished"] else "   (not finished: nasrl search --resume RUN)"),
     ]
     if summary.get("baseline") is not None:
-        lines.append(f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}")
+        transform = config.reinforce.reward_transform
+        lines.append(
+            f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}"
+            + (" (of cubed rewards)" if transform == "cube" else "")
+        )
     rows = ledger.top(top)
     if rows:
         space_of = Search.space_of.__get__(_SpaceOnly(config))  # type: ignore[attr-defined]

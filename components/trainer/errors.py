@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from controller.errors import NasrlError
+
 # A child-training Job exits with these codes so that the executor can tell a failed trial (a result to
 # record) from a crashed one (to retry) without parsing logs. 0 is success; 1 and 2 stay Python's own.
 EXIT_CODES: dict[str, int] = {"invalid_architecture": 3, "nan_loss": 4, "too_large": 5}
 
 
-class TrainerError(Exception):
-    """Root of every error the trainer raises on purpose."""
+class TrainerError(NasrlError):
+    """Root of every error the trainer raises on purpose (a NasrlError: the CLI prints it without a traceback)."""
 
 
 class InvalidArchitecture(TrainerError, ValueError):

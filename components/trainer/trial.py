@@ -1,0 +1,89 @@
+"""Run one trial of the protocol: read ``architecture.json``, train, publish ``result.json`` once.
+
+This is what ``nasrl train --trial RUN/trials/<id>`` runs, in a local worker process or in a
+Kubernetes Job: the trial folder is self-contained (architecture, dataset, training settings, seed),
+so the trainer needs nothing but the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from typing import Any
+
+from components.trainer.datasets import DatasetSplits, load_dataset
+from components.trainer.errors import EXIT_CODES, TrainerError
+from components.trainer.train import TrainConfig, train_child
+from controller.errors import NasrlError
+from controller.run_layout import RunFiles
+from controller.stores import KeyNotFound, open_store
+
+
+def split_trial_uri(trial_uri: str) -> tuple[str, str]:
+    """``RUN/trials/t00042`` -> (``RUN``, ``t00042``)."""
+    head, sep, trial_id = trial_uri.rstrip("/").rpartition("/trials/")
+    if not sep or not trial_id or "/" in trial_id:
+        raise NasrlError(f"--trial: {trial_uri!r} is not allowed (allowed: RUN/trials/<trial-id>)")
+    return head, trial_id
+
+
+@cache
+def cached_dataset(name: str, data_dir: str | None, train_subset: int | None, seed: int) -> DatasetSplits:
+    """Loaded once per process: a worker trains many children on the same splits."""
+    return load_dataset(name, data_dir=data_dir, train_subset=train_subset, seed=seed)
+
+
+def run_trial(run_uri: str, trial_id: str, num_threads: int | None = None) -> dict[str, Any]:
+    """Train the trial and publish its result; returns the result that counts (ours, or an earlier one)."""
+    files = RunFiles(open_store(run_uri))
+    existing = files.read_result(trial_id)
+    if existing is not None:  # a retried or duplicated attempt: the first result stands
+        return existing
+    started = time.time()
+    try:
+        payload = files.read_architecture(trial_id)
+        result = _train(payload, num_threads)
+    except KeyNotFound as e:
+        result = _failure("invalid_architecture", f"architecture.json is missing: {e}")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        result = _failure("invalid_architecture", f"architecture.json cannot be read: {e}")
+    result |= {"trial_id": trial_id, "started_at": started, "finished_at": time.time()}
+    if not files.publish_result(trial_id, result):
+        return files.read_result(trial_id) or result
+    return result
+
+
+def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
+    data_spec = payload["dataset"]
+    try:
+        data = cached_dataset(
+            data_spec["name"], data_spec.get("data_dir"), data_spec.get("train_subset"), int(data_spec.get("seed", 0))
+        )
+    except TrainerError as e:
+        # The data is missing or broken for every trial alike: fail this trial with the reason, loudly.
+        return _failure("dataset_error", str(e))
+    settings = dict(payload.get("train", {}))
+    # The ledger keeps the raw validation accuracy; the policy applies its own reward transform.
+    settings["reward_transform"] = "identity"
+    config = TrainConfig(**settings, seed=int(payload.get("seed", 0)), num_threads=num_threads)
+    outcome = train_child(payload["architecture"], data, config)
+    result = outcome.to_dict()
+    result["metrics"] = {
+        "params": outcome.params,
+        "train_seconds": outcome.train_seconds,
+        "val_accuracy": outcome.val_accuracy,
+        "curves": outcome.curves,
+    }
+    return result
+
+
+def _failure(code: str, message: str) -> dict[str, Any]:
+    return {"status": "FAILED", "reward": None, "reason_code": code, "reason": message, "metrics": {}}
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """0 for a completed trial, the trainer's own code for a deterministic failure, 1 otherwise."""
+    if result.get("status") == "COMPLETE":
+        return 0
+    return EXIT_CODES.get(result.get("reason_code") or "", 1)

@@ -1,0 +1,173 @@
+"""Local worker processes: the embedded default executor.
+
+Each worker is a long-lived process that imports torch once, loads the dataset once, and then trains
+one child after another, so a trial costs its training and little else. The parent hands each trial
+to one idle worker, so it always knows which worker holds which trial: a worker that dies or runs
+past the per-trial timeout is replaced, and its trial is recorded FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from controller.executors.base import BaseExecutor, Outcome
+from controller.ledger import TrialRecord
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    inbox: Any  # multiprocessing queue of trial ids (None = stop)
+    trial_id: str | None = None
+    started_at: float = 0.0
+
+
+class LocalExecutor(BaseExecutor):
+    def __init__(
+        self, run_uri: str, workers: int = 2, trial_timeout: float | None = None, threads_per_worker: int | None = None
+    ) -> None:
+        self.run_uri = run_uri
+        self.capacity = workers
+        self.trial_timeout = trial_timeout
+        # W workers share the cores: more threads each would only oversubscribe them.
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self._ctx = mp.get_context("spawn")  # a fresh interpreter: no torch state inherited through fork
+        self._results = self._ctx.Queue()
+        self._workers: dict[int, _Worker] = {}
+        self._next_id = 0
+        self._ready: list[Outcome] = []
+        for _ in range(workers):
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        wid = self._next_id
+        self._next_id += 1
+        inbox = self._ctx.Queue()
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(wid, self.run_uri, self.threads, inbox, self._results),
+            name=f"nasrl-worker-{wid}",
+            daemon=True,
+        )
+        process.start()
+        self._workers[wid] = _Worker(process, inbox)
+
+    def submit(self, trial: TrialRecord) -> None:
+        idle = [w for w in self._workers.values() if w.trial_id is None]
+        if not idle:
+            raise RuntimeError("LocalExecutor.submit with no idle worker; the search loop checks free_slots()")
+        worker = idle[0]
+        worker.trial_id, worker.started_at = trial.trial_id, time.time()
+        worker.inbox.put(trial.trial_id)
+
+    def worker_pid(self, trial_id: str) -> int | None:
+        """The process training ``trial_id`` (for operators: py-spy, kill)."""
+        for worker in self._workers.values():
+            if worker.trial_id == trial_id:
+                return worker.process.pid
+        return None
+
+    def running(self) -> set[str]:
+        return {w.trial_id for w in self._workers.values() if w.trial_id is not None}
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        deadline = time.time() + timeout
+        while True:
+            self._drain(block_until=deadline if not self._ready else None)
+            self._check_workers()
+            if self._ready or time.time() >= deadline:
+                break
+        out, self._ready = self._ready, []
+        return out
+
+    def _drain(self, block_until: float | None) -> None:
+        while True:
+            try:
+                wait = max(0.0, min(0.2, block_until - time.time())) if block_until else 0.0
+                wid, trial_id, result = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
+            except queue.Empty:
+                return
+            worker = self._workers.get(wid)
+            if worker is None or worker.trial_id != trial_id:
+                continue  # a report from a worker we already gave up on
+            worker.trial_id = None
+            self._ready.append(outcome_from_result(trial_id, result))
+            block_until = None  # got one: collect whatever else is there without waiting
+
+    def _check_workers(self) -> None:
+        now = time.time()
+        for wid, worker in list(self._workers.items()):
+            timed_out = (
+                worker.trial_id is not None
+                and self.trial_timeout is not None
+                and now - worker.started_at > self.trial_timeout
+            )
+            if worker.process.is_alive() and not timed_out:
+                continue
+            if timed_out:
+                reason = f"timeout: still training after {self.trial_timeout:g} s (trial_timeout)"
+                worker.process.kill()
+            else:
+                reason = f"worker_died: the worker process exited with code {worker.process.exitcode}"
+            worker.process.join(5)
+            if worker.trial_id is not None:
+                self._ready.append(Outcome(worker.trial_id, "FAILED", reason=reason))
+            del self._workers[wid]
+            self._start_worker()
+
+    def close(self) -> None:
+        for worker in self._workers.values():
+            with contextlib.suppress(Exception):
+                worker.inbox.put(None)
+        for worker in self._workers.values():
+            worker.process.join(2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(2)
+        self._workers.clear()
+
+
+def outcome_from_result(trial_id: str, result: dict[str, Any]) -> Outcome:
+    """A trainer's result.json as an executor outcome."""
+    if result.get("status") == "COMPLETE" and result.get("reward") is not None:
+        return Outcome(trial_id, "COMPLETE", reward=float(result["reward"]), metrics=result.get("metrics", {}))
+    reason = result.get("reason_code") or "failed"
+    if result.get("reason"):
+        reason = f"{reason}: {result['reason']}"
+    return Outcome(trial_id, "FAILED", reason=reason, metrics=result.get("metrics", {}))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the controller dies (even by kill -9), so no orphan trains on."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def worker_main(wid: int, run_uri: str, threads: int, inbox: Any, results: Any) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
+    import torch
+
+    torch.set_num_threads(threads)
+    from components.trainer.trial import run_trial
+
+    while True:
+        trial_id = inbox.get()
+        if trial_id is None:
+            return
+        try:
+            result = run_trial(run_uri, trial_id, num_threads=threads)
+        except Exception as e:  # a bug in a child must not take the worker's other trials with it
+            result = {"status": "FAILED", "reason_code": "trainer_error", "reason": f"{type(e).__name__}: {e}"}
+        results.put((wid, trial_id, result))

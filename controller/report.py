@@ -1,0 +1,399 @@
+"""``nasrl report RUN [RUN ...]``: PNG plots of search runs, drawn from the runs' files alone.
+
+- ``reward.png``        the first run: every trial's reward, its moving average and the REINFORCE baseline
+- ``best_so_far.png``   best reward so far per run (how reinforce and random runs are compared)
+- ``runs.png``          the moving-average reward per run, only when there are several runs
+- ``architecture.png``  the first run's best architecture as a diagram
+
+A run that is still going is reported as far as its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+# Reports are written on headless machines (a pod, CI): never ask for a display.
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+from controller.config import config_from_yaml_text
+from controller.errors import NasrlError
+from controller.ledger import Ledger, TrialRecord, TrialState
+from controller.run_layout import CHECKPOINT, SUMMARY, RunFiles
+from controller.spaces.nb201 import EDGES as NB201_EDGES
+from controller.stores import open_store
+
+DPI = 110
+
+
+@dataclass
+class RunData:
+    """What the plots need from one run."""
+
+    path: str
+    label: str  # "reinforce (seed 0)"
+    finished: list[TrialRecord]  # completed and failed trials, in completion order
+    updates: list[dict[str, Any]]  # one per policy update (SearchState.updates)
+    best: TrialRecord | None
+    reward_transform: str  # what the REINFORCE baseline was averaged over
+
+    @property
+    def rewards(self) -> list[float | None]:
+        """One entry per finished trial, None for a failure."""
+        return [r.reward if r.state == TrialState.COMPLETE else None for r in self.finished]
+
+
+# -- reading runs ---------------------------------------------------------------------------
+def load_run(run_dir: str) -> RunData:
+    local = run_dir.removeprefix("file://")
+    # A local store creates its folder on open; a mistyped path must not leave an empty run behind.
+    if "://" not in local and not pathlib.Path(local).expanduser().is_dir():
+        raise NasrlError(f"run directory {run_dir!r} does not exist; give the --run-dir of a nasrl search")
+    files = RunFiles(open_store(run_dir))
+    summary, checkpoint = files.read_summary(), files.load_checkpoint()
+    if summary is None or checkpoint is None:
+        raise NasrlError(
+            f"run directory {run_dir!r} has no {SUMMARY} or {CHECKPOINT}: is it a nasrl run? "
+            "(report reads the --run-dir of a search that has checkpointed at least once)"
+        )
+    ledger = Ledger.from_list(checkpoint["ledger"], checkpoint["finish_order"])
+    config = config_from_yaml_text(files.read_config() or "")
+    return RunData(
+        path=run_dir,
+        label=f"{summary['strategy']} (seed {summary['seed']})",
+        finished=ledger.finished_in_order(),
+        updates=list(checkpoint["state"]["updates"]),
+        best=ledger.best(),
+        reward_transform=config.reinforce.reward_transform,
+    )
+
+
+def distinct_labels(runs: Sequence[RunData]) -> list[str]:
+    """Legend labels; two runs with the same strategy and seed are told apart by their folder."""
+    labels = [r.label for r in runs]
+    return [f"{r.label} – {pathlib.Path(r.path).name}" if labels.count(r.label) > 1 else r.label for r in runs]
+
+
+# -- series (pure, unit-tested) -------------------------------------------------------------
+def smoothing_window(n: int) -> int:
+    return max(5, n // 20)
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean; the first points average what there is so far, so the line starts at trial 1."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def best_so_far(rewards: Sequence[float | None]) -> list[float]:
+    """Running maximum; a failure keeps the previous best, and NaN until the first success."""
+    out, best = [], -math.inf
+    for r in rewards:
+        if r is not None:
+            best = max(best, r)
+        out.append(best if best > -math.inf else math.nan)
+    return out
+
+
+def update_positions(updates: Sequence[dict[str, Any]], finish_order: Sequence[str]) -> list[int]:
+    """For each update, how many trials had finished when it happened (its batch's last trial's place).
+
+    Kept non-decreasing: with several replicas a batch can finish after trials of a later-told batch.
+    """
+    place = {trial_id: i + 1 for i, trial_id in enumerate(finish_order)}
+    out, last = [], 0
+    for u in updates:
+        last = max([last, *(place[t] for t in u["trials"] if t in place)])
+        out.append(last)
+    return out
+
+
+def baseline_as_reward(baseline: float, transform: str) -> float:
+    """The reward whose transformed value is the baseline: trials above it got a positive advantage.
+
+    The baseline averages transformed rewards (accuracy cubed by default); drawn raw it would sit far
+    below the rewards it is compared with.
+    """
+    return float(math.copysign(abs(baseline) ** (1 / 3), baseline)) if transform == "cube" else baseline
+
+
+def classifier_inputs(layers: Sequence[dict[str, Any]]) -> list[int]:
+    """Layers whose output no later layer reads; the classifier concatenates them (the last one always)."""
+    used = {j for layer in layers for j in layer["inputs"]}
+    return [i for i in range(len(layers)) if i not in used]
+
+
+def conv_layer_label(i: int, layer: dict[str, Any]) -> str:
+    label = f"L{i} {layer['filter_height']}x{layer['filter_width']} /{layer['num_filters']}"
+    if layer["stride_height"] != 1 or layer["stride_width"] != 1:
+        label += f" s{layer['stride_height']}x{layer['stride_width']}"
+    return label
+
+
+# -- training curves ------------------------------------------------------------------------
+def _save(fig: plt.Figure, path: pathlib.Path) -> pathlib.Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise
+    return path
+
+
+def _no_trials(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "no finished trials yet", transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
+def plot_reward(run: RunData, path: pathlib.Path) -> pathlib.Path:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    rewards = run.rewards
+    done = [(x, r) for x, r in enumerate(rewards, 1) if r is not None]
+    failed = [x for x, r in enumerate(rewards, 1) if r is None]
+    if done:
+        xs, ys = zip(*done, strict=True)
+        ax.scatter(xs, ys, s=9, alpha=0.5, color="tab:blue", linewidths=0, label="trial reward")
+        window = smoothing_window(len(ys))
+        ax.plot(xs, moving_average(ys, window), color="tab:blue", lw=2, label=f"moving average ({window} trials)")
+    if failed:
+        # Failures have no reward: mark them along the bottom edge, whatever the reward scale.
+        ax.scatter(
+            failed,
+            [0.02] * len(failed),
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            s=20,
+            color="tab:red",
+            label=f"failed trial ({len(failed)})",
+        )
+    ups = [
+        (x, u["baseline"])
+        for x, u in zip(update_positions(run.updates, [r.trial_id for r in run.finished]), run.updates, strict=True)
+        if not math.isnan(u["baseline"])
+    ]
+    if ups:
+        xs_b = [x for x, _ in ups]
+        ys_b = [baseline_as_reward(b, run.reward_transform) for _, b in ups]
+        note = " (cube root)" if run.reward_transform == "cube" else ""
+        ax.step(xs_b, ys_b, where="post", color="tab:orange", lw=1.5, label=f"REINFORCE baseline{note}")
+    if not rewards:
+        _no_trials(ax)
+    ax.set(title=f"Reward per trial: {run.label}", xlabel="trials finished", ylabel="reward")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        # Below the axes: inside, it would hide trials (and the failure marks along the bottom).
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    return _save(fig, path)
+
+
+def plot_best_so_far(runs: Sequence[RunData], path: pathlib.Path) -> pathlib.Path:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for run, label in zip(runs, distinct_labels(runs), strict=True):
+        best = best_so_far(run.rewards)
+        ax.step(range(1, len(best) + 1), best, where="post", lw=2, label=label)
+    if not any(run.finished for run in runs):
+        _no_trials(ax)
+    ax.set(title="Best reward so far", xlabel="trials finished", ylabel="best reward")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def plot_runs(runs: Sequence[RunData], path: pathlib.Path) -> pathlib.Path:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for run, label in zip(runs, distinct_labels(runs), strict=True):
+        done = [(x, r) for x, r in enumerate(run.rewards, 1) if r is not None]
+        if not done:
+            ax.plot([], [], label=f"{label} (no trials yet)")  # keeps the colours in step with best_so_far.png
+            continue
+        xs, ys = zip(*done, strict=True)
+        window = smoothing_window(len(ys))
+        ax.plot(xs, moving_average(ys, window), lw=2, label=f"{label}, window {window}")
+    ax.set(title="Moving-average reward per run", xlabel="trials finished", ylabel="reward (moving average)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+# -- architecture diagrams ------------------------------------------------------------------
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], rad: float = 0.0, **style: Any) -> None:
+    style = {"arrowstyle": "-|>", "mutation_scale": 9, "lw": 1.0, "color": "black", "shrinkA": 0, "shrinkB": 0} | style
+    ax.add_patch(FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={rad}", **style))
+
+
+def _arc_rad(length: float, bulge: float) -> float:
+    """arc3's rad for a downward arc of this length whose widest point is ``bulge`` to the right (negative: left).
+
+    arc3 puts its control point rad * length off the chord and the curve peaks halfway to it.
+    """
+    return -2 * bulge / length
+
+
+def _box(ax: Axes, y: float, text: str, width: float, color: str) -> None:
+    ax.add_patch(
+        FancyBboxPatch(
+            (-width / 2, y - 0.3),
+            width,
+            0.6,
+            boxstyle="round,pad=0,rounding_size=0.12",
+            facecolor=color,
+            edgecolor="black",
+            lw=1,
+            zorder=3,
+        )
+    )
+    ax.text(0, y, text, ha="center", va="center", fontsize=9, family="monospace", zorder=4)
+
+
+def _source_colour(j: int) -> tuple[float, ...]:
+    """tab20's dark shades first, then its light ones: neighbouring layers never share a hue."""
+    return plt.get_cmap("tab20")((2 * j) % 20 + (2 * j // 20) % 2)
+
+
+def _conv_bulge(span: int) -> float:
+    return 0.3 + 0.2 * span
+
+
+def draw_conv(ax: Axes, layers: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """Top to bottom: image, layers, classifier. Returns the diagram's x extent.
+
+    Skip connections arc on the right, coloured by the layer they leave, wider the further they
+    reach; outputs nobody reads go to the classifier on dashed arcs on the left. Arcs leave a box
+    above its middle and arrive below it, so one can tell which arcs start and which end at a layer.
+    """
+    n = len(layers)
+    labels = ["image", *(conv_layer_label(i, layer) for i, layer in enumerate(layers)), "classifier"]
+    width = 0.2 * max(map(len, labels)) + 0.5  # a monospace character at 9 pt is about 0.18 units here
+    half = width / 2
+    for k, (label, colour) in enumerate(zip(labels, ["#dddddd", *["#cfe2f3"] * n, "#f9cb9c"], strict=True)):
+        _box(ax, -k, label, width, colour)  # node k: the image is 0, layer i is i + 1
+    right = left = half
+
+    for i, layer in enumerate(layers):
+        for j in layer["inputs"] or [-1]:  # no input: the image, node 0
+            if j == i - 1:
+                _arrow(ax, (0, -i - 0.3), (0, -i - 0.7))
+                continue
+            span = i - j
+            right = max(right, half + _conv_bulge(span))
+            _arrow(
+                ax,
+                (half, -(j + 1) - 0.15),
+                (half, -(i + 1) + 0.15),
+                rad=_arc_rad(span - 0.3, _conv_bulge(span)),
+                color=_source_colour(j + 1),
+                lw=0.9,
+                alpha=0.8,
+            )
+    outputs = classifier_inputs(layers)
+    for i in outputs:
+        if i == n - 1:
+            _arrow(ax, (0, -n - 0.3), (0, -n - 0.7))
+            continue
+        span = n - i
+        left = max(left, half + _conv_bulge(span))
+        _arrow(
+            ax,
+            (-half, -(i + 1) - 0.15),
+            (-half, -(n + 1) + 0.15),
+            rad=_arc_rad(span - 0.3, -_conv_bulge(span)),
+            color="dimgrey",
+            ls="--",
+            lw=0.9,
+        )
+    handles = [
+        Line2D([], [], color="black", label="input from the layer above"),
+        Line2D([], [], color=_source_colour(3), label="skip connection (colour: the layer it leaves)"),
+        Line2D([], [], color="dimgrey", ls="--", label=f"unused output, to the classifier ({len(outputs)} in all)"),
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+    ax.set_ylim(-(n + 1) - 0.5, 0.5)
+    return -left - 0.2, right + 0.2
+
+
+def draw_nb201(ax: Axes, edges: Sequence[str]) -> tuple[float, float]:
+    """The cell left to right: node 0 (cell input) to node 3 (cell output), each edge named by its op."""
+    gap = 2.6
+    nodes = [Circle((k * gap, 0), 0.3, facecolor="#cfe2f3", edgecolor="black", zorder=3) for k in range(4)]
+    for k, node in enumerate(nodes):
+        ax.add_patch(node)
+        ax.text(k * gap, 0, str(k), ha="center", va="center", fontsize=11, zorder=4)
+    ax.text(-0.45, 0, "input", ha="right", va="center", fontsize=9)
+    ax.text(3 * gap + 0.45, 0, "output", ha="left", va="center", fontsize=9)
+    # 0->2 and 1->3 arc above, 0->3 below: no node has two arcs leaving or arriving on the same side.
+    rads = {(0, 2): -0.4, (1, 3): -0.4, (0, 3): 0.35}
+    for (src, dst), op in zip(NB201_EDGES, edges, strict=True):
+        rad = rads.get((src, dst), 0.0)
+        absent = op == "none"
+        # Centre to centre, clipped at the circles: each edge leaves its node in its own direction.
+        _arrow(
+            ax,
+            (src * gap, 0),
+            (dst * gap, 0),
+            rad=rad,
+            patchA=nodes[src],
+            patchB=nodes[dst],
+            color="silver" if absent else "black",
+            ls="--" if absent else "-",
+            lw=1.0 if absent else 1.4,
+            mutation_scale=12,
+        )
+        # The label sits on the edge: an arc3 curve's midpoint is halfway to its control point.
+        ax.text(
+            (src + dst) * gap / 2,
+            -0.5 * rad * (dst - src) * gap,
+            op,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="grey" if absent else "black",
+            style="italic" if absent else "normal",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
+            zorder=2,
+        )
+    ax.set_ylim(-1.65, 1.35)
+    return -1.4, 3 * gap + 1.4
+
+
+def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
+    arch = best.architecture
+    if arch.get("space") == "conv":
+        rows = len(arch["layers"]) + 2
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * rows))
+        x_range = draw_conv(ax, arch["layers"])
+        what = f"{len(arch['layers'])} conv layers"
+    else:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        x_range = draw_nb201(ax, arch["edges"])
+        what = "NAS-Bench-201 cell"
+    ax.set_xlim(*x_range)
+    ax.set_aspect("equal")  # arc3 bends in display space; equal scales keep the arcs where they are computed
+    ax.axis("off")
+    ax.set_title(f"Best architecture: trial {best.trial_id}, reward {best.reward:.4f} ({what})")
+    return _save(fig, path)
+
+
+# -- the report -----------------------------------------------------------------------------
+def write_report(run_dirs: list[str], out_dir: str | None = None) -> list[pathlib.Path]:
+    """Write the report's PNGs for ``run_dirs`` (the first is the main one) and return their paths."""
+    if not run_dirs:
+        raise NasrlError("report: no run directory given (allowed: one or more nasrl run directories)")
+    runs = [load_run(d) for d in run_dirs]
+    out = pathlib.Path(out_dir) if out_dir else pathlib.Path(run_dirs[0].removeprefix("file://")) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plot_reward(runs[0], out / "reward.png"), plot_best_so_far(runs, out / "best_so_far.png")]
+    if len(runs) > 1:
+        written.append(plot_runs(runs, out / "runs.png"))
+    if runs[0].best is not None:
+        written.append(plot_architecture(runs[0].best, out / "architecture.png"))
+    return written
