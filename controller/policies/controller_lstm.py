@@ -106,9 +106,12 @@ class ControllerLSTM(nn.Module):
                 columns.append(bits)
         rows: list[list[Action]] = [[] for _ in range(b)]
         for step, col in zip(steps, columns, strict=True):
-            values = col.tolist()
-            for row, v in zip(rows, values, strict=True):
-                row.append(int(v) if isinstance(step, Choice) else tuple(int(x) for x in v))
+            if isinstance(step, Choice):
+                for row, v in zip(rows, col.tolist(), strict=True):
+                    row.append(v)
+            else:
+                for row, v in zip(rows, col.to(torch.int64).tolist(), strict=True):
+                    row.append(tuple(v))
         return Rollout(rows, log_prob, entropy)
 
     # -- scoring: all inputs are known from the tokens, so the LSTM runs over the whole sequence ---

@@ -57,6 +57,7 @@ class ConvSpace(BaseSpace):
             tokens += [("stride_height", self.strides), ("stride_width", self.strides)]
         tokens.append(("num_filters", self.num_filters))
         self._tokens = tuple(tokens)
+        self._index = tuple((kind, {v: i for i, v in enumerate(values)}) for kind, values in tokens)
 
     def with_layers(self, num_layers: int) -> ConvSpace:
         return ConvSpace(num_layers, self.filter_sizes, self.num_filters, self.strides, self.predict_strides)
@@ -140,9 +141,11 @@ class ConvSpace(BaseSpace):
             self.validate(architecture)
         out: list[Action] = []
         for i, layer in enumerate(architecture["layers"]):
-            out += [values.index(layer[kind]) for kind, values in self._layer_tokens()]
-            inputs = set(layer["inputs"])
-            out.append(tuple(int(j in inputs) for j in range(i)))
+            out += [index[layer[kind]] for kind, index in self._index]
+            bits = [0] * i
+            for j in layer["inputs"]:
+                bits[j] = 1
+            out.append(tuple(bits))
         return out
 
     def summary(self, architecture: Architecture) -> str:
