@@ -77,7 +77,7 @@ def test_a_killed_search_resumes_exactly(tmp_path, uninterrupted, kill_after_res
     before_kill = _results(run)
 
     resumed = _search("--resume", str(run))
-    out, err = resumed.communicate(timeout=600)
+    _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
 
     summary = json.loads((run / "summary.json").read_text())
