@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from controller.config import SearchConfig, build_config, config_from_yaml_text, load_yaml
@@ -33,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN", help="run directories; the first one is the main run")
     report.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: FIRST_RUN/report)")
 
+    data = sub.add_parser("data", help="datasets in the store, for cluster Jobs")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    push = data_sub.add_parser(
+        "push", help="upload a dataset once: nasrl data push fashion-mnist s3://BUCKET/datasets/"
+    )
+    push.add_argument("name", help="fashion-mnist or cifar10")
+    push.add_argument("dest", help="store URI; the files go to DEST/NAME/ (use DEST/NAME as --data-dir)")
+    push.add_argument("--from", dest="from_dir", metavar="DIR", help="where the files are (default: the usual place)")
+
     show = sub.add_parser("show", help="print a run's summary and its top trials")
     show.add_argument("run", metavar="RUN", help="run directory")
     show.add_argument("--top", type=int, default=10, help="how many trials to list (default: 10)")
@@ -42,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="nasrl: %(levelname)s: %(message)s")
     try:
         if args.command == "search":
             return cmd_search(args)
@@ -53,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_report(args.runs, args.out):
                 print(path)
             return 0
+        if args.command == "data":
+            from components.trainer.data_store import push_dataset
+
+            manifest = push_dataset(args.name, args.dest, args.from_dir)
+            total = sum(f["size"] for f in manifest["files"].values())
+            where = args.dest.rstrip("/") + "/" + args.name
+            print(
+                f"{args.name}: {len(manifest['files'])} files, {total / 1e6:.1f} MB -> {where} (use --data-dir {where})"
+            )
+            return 0
         if args.command == "show":
             from controller.show import show_run
 
@@ -61,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except NasrlError as e:
         print(f"nasrl: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nasrl show RUN | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("nasrl: interrupted; continue with: nasrl search --resume RUN", file=sys.stderr)
         return 130
@@ -78,8 +102,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     flags = _flag_values(args)
     if args.resume:
         _files, saved = open_run(args.resume)
-        if saved is None:
-            raise NasrlError(f"--resume {args.resume}: no config.yaml there; is it a nasrl run directory?")
         base = config_from_yaml_text(saved)
         # Only settings that do not change what the run is may differ on resume.
         changed = {k for k in flags if k not in ("run_dir",)}
@@ -97,7 +119,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"run {summary['run_id']}: {summary['trials_completed']} completed, {summary['trials_failed']} failed"
         + (f"; best {best['reward']:.4f} ({best['trial_id']}) {best['summary']}" if best else "")
     )
-    print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+    print(f"summary: {summary['run_dir']}/summary.json")
     return 0
 
 

@@ -43,7 +43,8 @@ class SearchConfig:
     seed: int = 0  # one seed for the policy, the children and the data split
     replicas: int = 1  # K: controller replicas, each with its own batch in flight (paper: 100)
     batch: int = 5  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
-    run_dir: str | None = None  # where the run lives; default runs/<run id>
+    store: str = "runs"  # where runs live: a folder, file://..., or s3://bucket/prefix (MinIO)
+    run_dir: str | None = None  # this run's own location (folder or s3:// URI); default STORE/<run id>
     # -- children (evaluator "train") -------------------------------------------------------
     dataset: str = "fashion-mnist"  # "fashion-mnist", "digits" (8x8, for tests) or "cifar10"
     data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place

@@ -11,14 +11,24 @@ from controller.executors import BaseExecutor, InlineExecutor, Outcome
 from controller.ledger import TrialRecord
 from controller.run_layout import RunFiles
 from controller.search import Search
-from controller.stores import open_store
+from controller.stores import is_local, open_store
 
 
 def open_run(run_dir: str) -> tuple[RunFiles, str | None]:
-    if not Path(run_dir).is_dir():
+    """An existing run, local or in S3; refuses a location that holds no run."""
+    if is_local(run_dir) and not Path(run_dir.removeprefix("file://")).is_dir():
         raise NasrlError(f"run directory {run_dir!r} does not exist")
     files = RunFiles(open_store(run_dir))
-    return files, files.read_config()
+    config = files.read_config()
+    if config is None:
+        raise NasrlError(f"{run_dir!r} holds no nasrl run (no config.yaml)")
+    return files, config
+
+
+def run_location(config: SearchConfig, run_id: str) -> str:
+    if config.run_dir:
+        return config.run_dir
+    return config.store.rstrip("/") + "/" + run_id
 
 
 def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
@@ -51,7 +61,7 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
 
 def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
     run_id = config.run_id()
-    run_dir = resume_dir or config.run_dir or str(Path("runs") / run_id)
+    run_dir = resume_dir or run_location(config, run_id)
     store = open_store(run_dir)
     files = RunFiles(store)
     if resume_dir is None:
@@ -71,4 +81,4 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
         summary = search.run()
     finally:
         executor.close()
-    return summary | {"run_dir": str(Path(run_dir).resolve())}
+    return summary | {"run_dir": store.uri}

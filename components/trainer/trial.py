@@ -12,6 +12,7 @@ import time
 from functools import cache
 from typing import Any
 
+from components.trainer.data_store import resolve_data_dir
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import EXIT_CODES, TrainerError
 from components.trainer.train import TrainConfig, train_child
@@ -30,8 +31,9 @@ def split_trial_uri(trial_uri: str) -> tuple[str, str]:
 
 @cache
 def cached_dataset(name: str, data_dir: str | None, train_subset: int | None, seed: int) -> DatasetSplits:
-    """Loaded once per process: a worker trains many children on the same splits."""
-    return load_dataset(name, data_dir=data_dir, train_subset=train_subset, seed=seed)
+    """Loaded once per process: a worker trains many children on the same splits. A store URI as
+    ``data_dir`` is downloaded once into the local cache and verified."""
+    return load_dataset(name, data_dir=resolve_data_dir(data_dir), train_subset=train_subset, seed=seed)
 
 
 def run_trial(run_uri: str, trial_id: str, num_threads: int | None = None) -> dict[str, Any]:

@@ -1,0 +1,251 @@
+"""An S3 bucket (MinIO in production) through the ``minio`` client: ``s3://bucket/prefix``.
+
+Endpoint, TLS and credentials come from the environment, never from the command line or the URI,
+so they never reach logs, configs or summaries:
+
+    NASRL_S3_ENDPOINT      http://minio.minio:9000 or https://...; falls back to AWS_ENDPOINT_URL_S3,
+                           AWS_ENDPOINT_URL, MINIO_ENDPOINT, then https://s3.amazonaws.com.
+                           The scheme decides TLS (http:// = plain, https:// = TLS).
+    NASRL_S3_CA_BUNDLE     a CA file for a private TLS endpoint (or AWS_CA_BUNDLE)
+    NASRL_S3_REGION        or AWS_REGION / AWS_DEFAULT_REGION
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or MinIO's MINIO_ACCESS_KEY /
+    MINIO_SECRET_KEY, or MINIO_ROOT_USER / MINIO_ROOT_PASSWORD
+    NASRL_S3_RETRY_DEADLINE   seconds to keep retrying an unreachable store (default 300)
+
+Connection errors and 5xx answers are retried with backoff and jitter up to the deadline; then
+:class:`StoreUnavailable` says so. Wrong credentials and other 4xx answers fail at once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from controller.errors import StoreError
+from controller.stores.base import BaseStore, KeyNotFound
+from controller.stores.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer within the retry deadline."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str  # host:port
+    secure: bool
+    access_key: str | None
+    secret_key: str | None = None
+    session_token: str | None = None
+    region: str | None = None
+    ca_bundle: str | None = None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"S3Settings(endpoint={self.endpoint!r}, secure={self.secure}, access_key={self.access_key!r})"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> S3Settings:
+        env = dict(os.environ if env is None else env)
+        url = next(
+            (
+                env[k]
+                for k in ("NASRL_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT")
+                if env.get(k)
+            ),
+            "https://s3.amazonaws.com",
+        )
+        if "://" not in url:
+            url = "https://" + url
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise StoreError(f"NASRL_S3_ENDPOINT: {url!r} is not allowed (allowed: http://host:port or https://host)")
+        pairs = [
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+            ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+            ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+        ]
+        access, secret = next(((env[a], env.get(s)) for a, s in pairs if env.get(a)), (None, None))
+        return cls(
+            endpoint=parsed.netloc,
+            secure=parsed.scheme == "https",
+            access_key=access,
+            secret_key=secret,
+            session_token=env.get("AWS_SESSION_TOKEN"),
+            region=env.get("NASRL_S3_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            ca_bundle=env.get("NASRL_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"),
+        )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> (``bucket``, ``a/b``)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"store: {uri!r} is not allowed (allowed: s3://bucket/prefix)")
+    if "@" in parsed.netloc or parsed.password:
+        raise StoreError(
+            "store: credentials in the URI are not allowed; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY in the environment"
+        )
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def _retryable(e: BaseException) -> bool:
+    if isinstance(e, ServerError | InvalidResponseError):
+        return True  # 5xx, or an answer that is not S3 XML (a proxy's error page)
+    if isinstance(e, S3Error):
+        return e.code in ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout")
+    return isinstance(e, urllib3.exceptions.HTTPError | OSError)  # refused, reset, timed out, DNS
+
+
+class S3Store(BaseStore):
+    def __init__(
+        self, uri: str, settings: S3Settings | None = None, retry: RetryPolicy | None = None, create_bucket: bool = True
+    ) -> None:
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.settings = settings or S3Settings.from_env()
+        deadline = float(os.environ.get("NASRL_S3_RETRY_DEADLINE", "300"))
+        self.retry = retry or RetryPolicy(deadline=deadline)
+        self.on_error: Callable[[str], None] | None = None  # metrics hook: called with the error kind
+        s = self.settings
+        # Our own retries (deadline-based, below); the pool's are off so the two do not multiply.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5.0, read=60.0),
+            retries=False,
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED" if s.secure else "CERT_NONE",
+            ca_certs=s.ca_bundle or (os.environ.get("SSL_CERT_FILE") if s.secure else None),
+        )
+        self.client = Minio(
+            s.endpoint,
+            access_key=s.access_key,
+            secret_key=s.secret_key,
+            session_token=s.session_token,
+            secure=s.secure,
+            region=s.region,
+            http_client=http,
+        )
+        if create_bucket:
+            self._ensure_bucket()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StoreError(f"key {key!r} is not allowed (allowed: a relative path inside {self.uri})")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        def on_retry(e: BaseException, attempt: int, delay: float) -> None:
+            kind = getattr(e, "code", None) or type(e).__name__
+            if self.on_error is not None:
+                self.on_error(kind)
+            log.warning("store %s: %s failed (%s); retry %d in %.1f s", self.uri, what, kind, attempt + 1, delay)
+
+        try:
+            return self.retry.call(fn, _retryable, on_retry)
+        except Exception as e:
+            if _retryable(e):
+                detail = getattr(e, "code", None) or f"{type(e).__name__}: {str(e)[:200]}"
+                raise StoreUnavailable(
+                    f"store {self.uri} at {self.settings.endpoint}: {what} kept failing for "
+                    f"{self.retry.deadline:g} s ({detail}); what is done is checkpointed: fix the store, "
+                    "then continue with nasrl search --resume"
+                ) from None
+            if isinstance(e, S3Error) and e.code in CREDENTIAL_ERRORS:
+                raise StoreError(
+                    f"store {self.uri}: {what} was refused ({e.code}): check the access key and secret in "
+                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY / MINIO_SECRET_KEY)"
+                ) from None
+            raise
+
+    def _ensure_bucket(self) -> None:
+        def ensure() -> None:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+
+        try:
+            self._call(f"opening bucket {self.bucket!r}", ensure)
+        except S3Error as e:
+            raise StoreError(
+                f"store {self.uri}: bucket {self.bucket!r} cannot be created ({e.code}: {e.message})"
+            ) from None
+
+    # -- the contract -------------------------------------------------------------------------
+    def read(self, key: str) -> bytes:
+        name = self._key(key)
+
+        def get() -> bytes:
+            response = self.client.get_object(self.bucket, name)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call(f"reading {key}", get)
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject"):
+                raise KeyNotFound(f"{key} is not in {self.uri}") from None
+            raise
+
+    def write(self, key: str, data: bytes) -> None:
+        # An S3 PUT is atomic: readers see the old object or the new one, never a torn one, and an
+        # upload cut off midway leaves the old object in place.
+        name = self._key(key)
+        self._call(f"writing {key}", lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
+
+    def write_once(self, key: str, data: bytes) -> bool:
+        name = self._key(key)
+
+        def put() -> bool:
+            try:
+                # A conditional PUT (If-None-Match: *): the server refuses to replace an existing key, so
+                # two trainers racing on one trial cannot both publish. minio-py exposes headers only on
+                # its lower-level _put_object.
+                self.client._put_object(self.bucket, name, data, headers={"If-None-Match": "*"})
+                return True
+            except S3Error as e:
+                if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
+
+        return self._call(f"publishing {key}", put)
+
+    def exists(self, key: str) -> bool:
+        name = self._key(key)
+
+        def stat() -> bool:
+            try:
+                self.client.stat_object(self.bucket, name)
+                return True
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                    return False
+                raise
+
+        return self._call(f"checking {key}", stat)
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        cut = len(self.prefix) + 1 if self.prefix else 0
+
+        def names() -> list[str]:
+            objects = self.client.list_objects(self.bucket, prefix=full, recursive=True)
+            return sorted(o.object_name[cut:] for o in objects if not o.is_dir)
+
+        return self._call(f"listing {prefix or '/'}", names)

@@ -1,0 +1,179 @@
+"""Whole searches against a real S3 server, including a 30-second outage in the middle of one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from minio import Minio
+
+from tests.support.weed import ACCESS_KEY, SECRET_KEY, WeedServer
+
+SEARCH = [
+    "--space",
+    "conv",
+    "--dataset",
+    "digits",
+    "--batch",
+    "4",
+    "--workers",
+    "2",
+    "--child.epochs",
+    "1",
+    "--child.batch-size",
+    "64",
+    "--start-layers",
+    "2",
+    "--quiet",
+]
+
+
+def _client(server: WeedServer) -> Minio:
+    return Minio(f"127.0.0.1:{server.ports['s3']}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+
+
+def _results(server: WeedServer, bucket: str, prefix: str) -> list[str]:
+    try:
+        return [
+            o.object_name
+            for o in _client(server).list_objects(bucket, prefix=prefix, recursive=True)
+            if o.object_name.endswith("result.json")
+        ]
+    except Exception:
+        return []
+
+
+def _read(server: WeedServer, bucket: str, key: str) -> dict:
+    response = _client(server).get_object(bucket, key)
+    try:
+        return json.loads(response.read())
+    finally:
+        response.close()
+
+
+def _wait_for_results(server, bucket, prefix, n, proc, limit=300.0) -> None:
+    deadline = time.time() + limit
+    while len(_results(server, bucket, prefix)) < n:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "the search made no progress"
+        time.sleep(0.2)
+
+
+def _check_complete_run(server, bucket, prefix, trials) -> dict:
+    summary = _read(server, bucket, f"{prefix}/summary.json")
+    assert summary["finished"] and summary["trials_completed"] + summary["trials_failed"] == trials
+    assert sorted(t["trial_id"] for t in summary["trials"]) == [f"t{n:05d}" for n in range(trials)]
+    # No lost result: every trial that counts has its result.json, with the reward the ledger counted.
+    for t in summary["trials"]:
+        if t["state"] == "COMPLETE":
+            assert _read(server, bucket, f"{prefix}/trials/{t['trial_id']}/result.json")["reward"] == t["reward"]
+    return summary
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    try:
+        server = WeedServer(tmp_path / "weed")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_search_with_local_workers_keeps_its_run_in_s3(s3_server):
+    prefix = f"runs/{uuid.uuid4().hex[:8]}"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "search",
+            *SEARCH,
+            "--trials",
+            "8",
+            "--run-dir",
+            f"s3://nasrl-tests/{prefix}",
+        ],
+        env=s3_server.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    _check_complete_run(s3_server, "nasrl-tests", prefix, 8)
+    show = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "show", f"s3://nasrl-tests/{prefix}"],
+        env=s3_server.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert show.returncode == 0 and "rank" in show.stdout
+
+
+def test_a_30_second_outage_neither_crashes_the_search_nor_loses_a_result(own_server):
+    prefix = "outage"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "search",
+            *SEARCH,
+            "--trials",
+            "16",
+            "--run-dir",
+            f"s3://nasrl-tests/{prefix}",
+        ],
+        env=own_server.env(NASRL_S3_RETRY_DEADLINE="180"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_results(own_server, "nasrl-tests", prefix, 4, proc)
+        own_server.stop()
+        time.sleep(30)  # the outage itself; nothing is asserted about time
+        own_server.start()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "retry" in err  # the outage was noticed and ridden out, not missed
+    _check_complete_run(own_server, "nasrl-tests", prefix, 16)
+
+
+def test_past_the_deadline_the_search_stops_clearly_and_resumes_later(own_server):
+    prefix = "deadline"
+    run = f"s3://nasrl-tests/{prefix}"
+    env = own_server.env(NASRL_S3_RETRY_DEADLINE="5")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "search", *SEARCH, "--trials", "12", "--run-dir", run],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_results(own_server, "nasrl-tests", prefix, 2, proc)
+        own_server.stop()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    assert "kept failing for 5 s" in err and "nasrl search --resume" in err and "Traceback" not in err
+
+    own_server.start()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "search", "--resume", run, "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    _check_complete_run(own_server, "nasrl-tests", prefix, 12)
