@@ -36,7 +36,7 @@ def test_round_trip_and_overwrite(store):
 
 
 def test_missing_key_raises_key_not_found(store):
-    with pytest.raises(KeyNotFound, match="nothing/here.json"):
+    with pytest.raises(KeyNotFound, match=r"nothing/here\.json"):
         store.read("nothing/here.json")
 
 
