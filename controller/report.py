@@ -389,7 +389,13 @@ def write_report(run_dirs: list[str], out_dir: str | None = None) -> list[pathli
     if not run_dirs:
         raise NasrlError("report: no run directory given (allowed: one or more nasrl run directories)")
     runs = [load_run(d) for d in run_dirs]
-    out = pathlib.Path(out_dir) if out_dir else pathlib.Path(run_dirs[0].removeprefix("file://")) / "report"
+    first = run_dirs[0].removeprefix("file://")
+    if out_dir:
+        out = pathlib.Path(out_dir)
+    elif "://" in first:  # a run in S3: the PNGs go to a local folder named after it
+        out = pathlib.Path(f"report-{first.rstrip('/').rsplit('/', 1)[-1]}")
+    else:
+        out = pathlib.Path(first) / "report"
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_reward(runs[0], out / "reward.png"), plot_best_so_far(runs, out / "best_so_far.png")]
     if len(runs) > 1:
