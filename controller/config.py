@@ -52,6 +52,10 @@ class SearchConfig:
     workers: int = 2  # local worker processes training children in parallel
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
+    # -- metrics ----------------------------------------------------------------------------
+    metrics_port: int | None = None  # serve Prometheus /metrics on this port (0: any free port; null: off)
+    metrics_host: str = "127.0.0.1"  # address to serve metrics on; 0.0.0.0 in a pod
+    metrics_linger: float = 60.0  # after the search, keep serving up to this long for a final scrape
     # -- conv space -------------------------------------------------------------------------
     start_layers: int = 6  # depth of the first children (paper: 6)
     grow_every: int = 1600  # add layers every this many samples (paper: 1,600)
@@ -79,6 +83,8 @@ class SearchConfig:
         if self.max_layers < self.start_layers:
             raise ConfigError("max_layers", self.max_layers, f"an integer >= start_layers ({self.start_layers})")
         _choice("dataset", self.dataset, DATASETS)
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("metrics_port", self.metrics_port, "0..65535, or null for no metrics server")
         _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)
         if self.workers < 1:
             raise ConfigError("workers", self.workers, "an integer >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,26 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
 
         listeners.append(Progress(config.trials))
     executor = make_executor(config, files)
+    server = None
     try:
         search = Search(config, executor, files, run_id=run_id, listeners=listeners)
+        # Store errors that were retried show up in the metrics (nasrl_errors_total).
+        store.on_error = lambda kind: search._emit("error", {"component": "store", "kind": kind})
+        metrics = None
+        if config.metrics_port is not None:
+            from controller.metrics import SearchMetrics, serve_metrics
+
+            # The checkpoint's run id, not a fresh one: a resumed run keeps its series.
+            metrics = SearchMetrics(search.state.run_id)
+            search.listeners.append(metrics)
+            server = serve_metrics(metrics.registry, config.metrics_port, config.metrics_host)
+            print(f"metrics: {server.url}", file=sys.stderr)
         summary = search.run()
+        if metrics is not None:
+            # Until Prometheus has seen nasrl_search_finished = 1, a vanished controller looks like a crash.
+            metrics.wait_for_scrape(config.metrics_linger)
     finally:
+        if server is not None:
+            server.shutdown()
         executor.close()
     return summary | {"run_dir": store.uri}

@@ -227,6 +227,7 @@ class Search:
             }
         )
         self.files.write_summary(self.summary())
+        self._emit("checkpoint", time.time())
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("format") != 1:

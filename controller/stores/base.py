@@ -13,6 +13,7 @@ Keys are ``/``-separated relative paths (``trials/t00042/result.json``). Contrac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from controller.errors import StoreError
 
@@ -24,6 +25,8 @@ class KeyNotFound(StoreError, KeyError):
 
 class BaseStore(ABC):
     uri: str
+    # Called with an error kind each time a store operation is retried (metrics count them).
+    on_error: Callable[[str], None] | None = None
 
     @abstractmethod
     def read(self, key: str) -> bytes: ...
