@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from controller.config import SearchConfig, build_config, config_from_yaml_text, load_yaml
+from controller.config import LM_PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
 from controller.errors import NasrlError
 from controller.settings import add_arguments, nest
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--config", metavar="FILE", help="YAML file of settings; flags override it")
     search.add_argument("--resume", metavar="RUN", help="continue the run in this run directory")
     search.add_argument("--quiet", action="store_true", help="no progress display")
-    add_arguments(search, SearchConfig)
+    add_arguments(search, SearchConfig, skip=tuple(f"lm.{name}" for name in LM_PER_TRIAL))
 
     train = sub.add_parser("train", help="train one trial's child and publish its result (what a worker or a Job runs)")
     train.add_argument("--trial", required=True, metavar="RUN/trials/ID", help="the trial folder")

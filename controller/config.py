@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from components.trainer.lm import LMConfig
 from controller.errors import ConfigError
 from controller.policies import STRATEGIES, EvolutionConfig, ReinforceConfig
 from controller.settings import from_mapping, merge, to_mapping
@@ -17,7 +18,9 @@ from controller.spaces import SPACES
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
 EVALUATORS = ("train", "table")
-DATASETS = ("fashion-mnist", "digits", "cifar10")
+DATASETS = ("fashion-mnist", "digits", "cifar10", "ptb")
+# Settings of the child language model that the search sets per trial, not the user.
+LM_PER_TRIAL = ("seed", "num_threads")
 LR_SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -52,6 +55,9 @@ class SearchConfig:
     workers: int = 2  # local worker processes training children in parallel
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
+    # -- rnn space (dataset "ptb") --------------------------------------------------------------
+    rnn_base: int = 8  # leaves of the cell tree (paper: 8)
+    lm: LMConfig = field(default_factory=LMConfig)  # how each child language model trains
     # -- metrics ----------------------------------------------------------------------------
     metrics_port: int | None = None  # serve Prometheus /metrics on this port (0: any free port; null: off)
     metrics_host: str = "127.0.0.1"  # address to serve metrics on; 0.0.0.0 in a pod
@@ -83,6 +89,15 @@ class SearchConfig:
         if self.max_layers < self.start_layers:
             raise ConfigError("max_layers", self.max_layers, f"an integer >= start_layers ({self.start_layers})")
         _choice("dataset", self.dataset, DATASETS)
+        if (self.space == "rnn") != (self.dataset == "ptb") and self.evaluator == "train":
+            wanted = "ptb" if self.space == "rnn" else "an image dataset (fashion-mnist, digits, cifar10)"
+            raise ConfigError("dataset", self.dataset, f"{wanted} with space {self.space!r}")
+        for name in LM_PER_TRIAL:
+            if getattr(self.lm, name) != getattr(LMConfig, name):
+                raise ConfigError(f"lm.{name}", getattr(self.lm, name), "unset: the search sets it for each trial")
+        if self.reinforce.reward_transform == "auto":
+            # Accuracies are cubed as in the paper; the RNN reward c/ppl^2 is ~1e-4 already, cubed it vanishes.
+            self.reinforce.reward_transform = "identity" if self.space == "rnn" else "cube"
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", self.metrics_port, "0..65535, or null for no metrics server")
         _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)
@@ -110,6 +125,9 @@ class SearchConfig:
     def space_options(self, num_layers: int | None = None) -> dict[str, Any]:
         from controller.spaces import make_space
 
+        if self.space == "rnn":
+            make_space("rnn", base=self.rnn_base)
+            return {"base": self.rnn_base}
         if self.space != "conv":
             return {}
         options = {

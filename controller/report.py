@@ -30,6 +30,7 @@ from controller.errors import NasrlError
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.run_layout import CHECKPOINT, SUMMARY, RunFiles
 from controller.spaces.nb201 import EDGES as NB201_EDGES
+from controller.spaces.rnn import children as rnn_children
 from controller.stores import open_store
 
 DPI = 110
@@ -365,8 +366,84 @@ def draw_nb201(ax: Axes, edges: Sequence[str]) -> tuple[float, float]:
     return -1.4, 3 * gap + 1.4
 
 
+def _rnn_layout(base: int, gap: float = 1.7, rise: float = 1.5) -> dict[int, tuple[float, float]]:
+    """Node -> (x, y): leaves in a row at y = 0, each parent centred over its two children one level up."""
+    kids, where = rnn_children(base), {}
+    for k in range(2 * base - 1):  # children are numbered before their parents
+        if k < base:
+            where[k] = (k * gap, 0.0)
+        else:
+            (lx, ly), (rx, _) = where[kids[k][0]], where[kids[k][1]]
+            where[k] = ((lx + rx) / 2, ly + rise)
+    return where
+
+
+def draw_rnn_cell(architecture: dict[str, Any], path: pathlib.Path, title: str | None = None) -> pathlib.Path:
+    """The rnn-space cell as its tree, leaves at the bottom. Each node shows its number, combination and
+    activation; every leaf reads x_t and h_(t-1) through its own weights; c_(t-1) enters the injected node
+    from the left (red) and c_t leaves its node, taken before that node's activation, on the right (green).
+    """
+    nodes, base = architecture["nodes"], architecture["base"]
+    inject, output = architecture["cell_index_inject"], architecture["cell_index_output"]
+    where, kids = _rnn_layout(base), rnn_children(base)
+    root_x, root_y = where[len(nodes) - 1]
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.1 * base), 2.4 + 1.2 * (root_y / 1.5 + 1)))
+    word = {"add": "add", "elem_mult": "mult"}
+    for k, node in enumerate(nodes):
+        x, y = where[k]
+        colour = "#f4cccc" if k == inject else "#d9ead3" if k == output else "#cfe2f3"
+        box = FancyBboxPatch((x - 0.62, y - 0.34), 1.24, 0.68, boxstyle="round,pad=0,rounding_size=0.12")
+        box.set(facecolor=colour, edgecolor="black", lw=1, zorder=3)
+        ax.add_patch(box)
+        label = f"{k}: {word[node['combine']]}\n{node['activation']}"
+        ax.text(x, y, label, ha="center", va="center", fontsize=8, family="monospace", zorder=4)
+        if k < base:
+            ax.text(x, -0.78, "x_t, h_t-1", ha="center", va="center", fontsize=7, color="dimgrey")
+            _arrow(ax, (x, -0.62), (x, -0.34), color="dimgrey")
+        else:
+            for child in kids[k]:
+                cx, cy = where[child]
+                _arrow(ax, (cx, cy + 0.34), (x + max(-0.4, min(0.4, (cx - x) * 0.3)), y - 0.34))
+    _arrow(ax, (root_x, root_y + 0.34), (root_x, root_y + 0.85), lw=1.4)
+    ax.text(root_x, root_y + 0.95, "h_t", ha="center", va="bottom", fontsize=10, weight="bold")
+    cell_inject = architecture["cell_inject"]
+    inject_how = f"{word[cell_inject['combine']]}, {cell_inject['activation']}"
+    # Between two leaves there is only 0.46 units of room: there the arrows are short diagonals; an
+    # internal node has room at its sides, clear of the arrows from its children below.
+    tag = {"fontsize": 9, "weight": "bold", "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1}, "zorder": 5}
+    ix, iy = where[inject]
+    if inject < base:
+        _arrow(ax, (ix - 0.95, iy + 0.55), (ix - 0.62, iy + 0.2), color="tab:red", lw=1.4)
+        ax.text(ix - 0.95, iy + 0.6, "c_t-1", ha="center", va="bottom", color="tab:red", **tag)
+    else:
+        _arrow(ax, (ix - 1.35, iy), (ix - 0.62, iy), color="tab:red", lw=1.4)
+        ax.text(ix - 1.4, iy, "c_t-1", ha="right", va="center", color="tab:red", **tag)
+    ox, oy = where[output]
+    if output < base:
+        _arrow(ax, (ox + 0.62, oy - 0.2), (ox + 0.95, oy - 0.55), color="tab:green", lw=1.4, ls="--")
+        ax.text(ox + 0.95, oy - 0.6, "c_t", ha="center", va="top", color="tab:green", **tag)
+    else:
+        _arrow(ax, (ox + 0.62, oy), (ox + 1.35, oy), color="tab:green", lw=1.4, ls="--")
+        ax.text(ox + 1.4, oy, "c_t", ha="left", va="center", color="tab:green", **tag)
+    handles = [
+        Line2D([], [], color="tab:red", lw=1.4, label=f"c_t-1 joins node {inject} after its activation ({inject_how})"),
+        Line2D([], [], color="tab:green", lw=1.4, ls="--", label=f"c_t = node {output} before its activation"),
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+    ax.set_xlim(-2.0, where[base - 1][0] + 2.0)
+    ax.set_ylim(-1.0, root_y + 1.4)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"rnn cell, base {base}")
+    return _save(fig, path)
+
+
 def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
     arch = best.architecture
+    if arch.get("space") == "rnn":
+        perplexity = best.metrics.get("val_perplexity")
+        shown = f", validation perplexity {perplexity:.1f}" if isinstance(perplexity, int | float) else ""
+        return draw_rnn_cell(arch, path, f"Best cell: trial {best.trial_id}, reward {best.reward:.4g}{shown}")
     if arch.get("space") == "conv":
         rows = len(arch["layers"]) + 2
         fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * rows))

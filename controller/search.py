@@ -85,7 +85,7 @@ class Search:
         return self._space_with(self.schedule.layers_at(number) if self.config.space == "conv" else 0)
 
     def space_of(self, architecture: dict[str, Any]) -> BaseSpace:
-        layers = len(architecture["layers"]) if self.config.space == "conv" else 0
+        layers = len(architecture["layers"]) if self.config.space == "conv" else 0  # other spaces: fixed size
         return self._space_with(layers)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -157,6 +157,7 @@ class Search:
                 "seed": self.config.seed,  # one split for the whole run: rewards stay comparable
             },
             "train": dataclasses.asdict(self.config.child),
+            "lm": {k: v for k, v in dataclasses.asdict(self.config.lm).items() if k not in ("seed", "num_threads")},
         }
 
     def _dispatch(self) -> None:

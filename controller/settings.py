@@ -58,6 +58,11 @@ def coerce(field: str, value: Any, annotation: Any) -> Any:
             return None
         raise ConfigError(field, value, f"a value of type {getattr(base, '__name__', base)}")
     origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        allowed = typing.get_args(base)
+        if value not in allowed:
+            raise ConfigError(field, value, " | ".join(map(str, allowed)))
+        return value
     if origin in (list, tuple):
         (item,) = typing.get_args(base)[:1] or (Any,)
         if not isinstance(value, list | tuple):
@@ -109,19 +114,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
     unset (SUPPRESS) so that only flags a user typed override the config file."""
     docs, hints = field_docs(cls), _hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        dest = f"{prefix}{f.name}"
+        if f.name in skip or dest in skip:
             continue
         base, _ = _base_type(hints[f.name])
-        dest = f"{prefix}{f.name}"
         flag = "--" + dest.replace("_", "-")
         if dataclasses.is_dataclass(base):
-            add_arguments(parser, base, prefix=f"{dest}.")
+            add_arguments(parser, base, prefix=f"{dest}.", skip=skip)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{docs.get(f.name, '')} (default: {default})"
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif typing.get_origin(base) is typing.Literal:
+            parser.add_argument(flag, choices=typing.get_args(base), **kwargs)
         elif typing.get_origin(base) in (list, tuple):
             (item,) = typing.get_args(base)[:1]
             parser.add_argument(flag, nargs="+", type=_cli_type(dest, item), metavar=item.__name__.upper(), **kwargs)

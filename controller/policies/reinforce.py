@@ -32,7 +32,7 @@ class ReinforceConfig:
     learning_rate: float = 0.01  # Adam step size (paper: 6e-4, for 12,800 samples; tuned for 100s)
     baseline_decay: float = 0.95  # b <- decay * b + (1 - decay) * R
     entropy_weight: float = 0.01  # bonus on the policy's entropy, keeps it exploring (ENAS: 1e-4..1e-3)
-    reward_transform: str = "cube"  # "identity" or "cube" (paper: accuracy cubed)
+    reward_transform: str = "auto"  # "identity", "cube" (paper: accuracy cubed), "auto": cube, identity for rnn
     temperature: float = 2.0  # logits are divided by this before the softmax (ENAS: 5)
     tanh_constant: float | None = 2.5  # if set, logits = c * tanh(logits) (ENAS: 2.5)
     init_range: float = 0.08  # weights start U[-r, r] (paper: 0.08)
@@ -40,8 +40,10 @@ class ReinforceConfig:
     adam_beta1: float = 0.9  # Adam's first-moment decay (ENAS uses 0)
 
     def validate(self) -> None:
-        if self.reward_transform not in REWARD_TRANSFORMS:
-            raise ConfigError("reinforce.reward_transform", self.reward_transform, " | ".join(REWARD_TRANSFORMS))
+        if self.reward_transform not in (*REWARD_TRANSFORMS, "auto"):
+            raise ConfigError(
+                "reinforce.reward_transform", self.reward_transform, " | ".join((*REWARD_TRANSFORMS, "auto"))
+            )
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ConfigError("reinforce.baseline_decay", self.baseline_decay, "0 <= decay < 1")
         for name in ("hidden_size", "num_layers"):
@@ -55,7 +57,7 @@ class ReinforceConfig:
 
 
 def transform_reward(reward: float, transform: str) -> float:
-    if transform == "cube":
+    if transform in ("cube", "auto"):  # "auto" outside a search config: accuracies, so cube
         return reward**3
     if transform == "identity":
         return reward

@@ -17,8 +17,9 @@ from controller.spaces.base import (
 )
 from controller.spaces.conv import ConvSpace
 from controller.spaces.nb201 import NB201Space
+from controller.spaces.rnn import RNNCellSpace
 
-SPACES = {"conv": ConvSpace, "nb201": NB201Space}
+SPACES = {"conv": ConvSpace, "nb201": NB201Space, "rnn": RNNCellSpace}
 
 
 def make_space(name: str, **options: Any) -> BaseSpace:
@@ -41,6 +42,7 @@ __all__ = [
     "Choice",
     "ConvSpace",
     "NB201Space",
+    "RNNCellSpace",
     "Step",
     "architecture_id",
     "canonical_json",

@@ -72,7 +72,7 @@ def test_yaml_config_and_flags(tmp_path):
         (
             [],
             "reinforce:\n  reward_transform: square\n",
-            "reinforce.reward_transform: 'square' is not allowed (allowed: identity | cube)",
+            "reinforce.reward_transform: 'square' is not allowed (allowed: identity | cube | auto)",
         ),
         (
             ["--space", "conv", "--evaluator", "train"],
