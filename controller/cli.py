@@ -43,6 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("dest", help="store URI; the files go to DEST/NAME/ (use DEST/NAME as --data-dir)")
     push.add_argument("--from", dest="from_dir", metavar="DIR", help="where the files are (default: the usual place)")
 
+    pipeline = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile it, submit a run, run it locally")
+    pipe_sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    compile_ = pipe_sub.add_parser("compile", help="write the compiled pipeline YAML")
+    compile_.add_argument("--output", metavar="FILE", help="default: pipelines/nasrl_pipeline.yaml")
+    compile_.add_argument("--s3-secret-name", metavar="NAME", help="Secret with the MinIO keys (default: nasrl-s3)")
+    submit = pipe_sub.add_parser("submit", help="upload the pipeline (or a new version) and start a run")
+    submit.add_argument("--host", help="KFP API endpoint (default: $KFP_HOST); the token comes from $KFP_TOKEN")
+    submit.add_argument("--token-path", metavar="FILE", help="a file holding the bearer token (service accounts)")
+    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    submit.add_argument("--experiment", default="nasrl", help="experiment to file the run under")
+    submit.add_argument("--run-name", help="default: nasrl-<time>")
+    submit.add_argument("--service-account", help="ServiceAccount of the run's pods (needs rights on Jobs)")
+    submit.add_argument("--package", metavar="FILE", help="compiled pipeline (default: pipelines/nasrl_pipeline.yaml)")
+    submit.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter")
+    local = pipe_sub.add_parser("run-local", help="run the whole pipeline here with kfp.local (tiny defaults)")
+    local.add_argument("--store", required=True, metavar="DIR", help="where the run and its export go")
+    local.add_argument("--root", required=True, metavar="DIR", help="kfp.local's pipeline root (step outputs)")
+    local.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter")
+
     show = sub.add_parser("show", help="print a run's summary and its top trials")
     show.add_argument("run", metavar="RUN", help="run directory")
     show.add_argument("--top", type=int, default=10, help="how many trials to list (default: 10)")
@@ -74,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.name}: {len(manifest['files'])} files, {total / 1e6:.1f} MB -> {where} (use --data-dir {where})"
             )
             return 0
+        if args.command == "pipeline":
+            return cmd_pipeline(args)
         if args.command == "show":
             from controller.show import show_run
 
@@ -120,6 +141,29 @@ def cmd_search(args: argparse.Namespace) -> int:
         + (f"; best {best['reward']:.4f} ({best['trial_id']}) {best['summary']}" if best else "")
     )
     print(f"summary: {summary['run_dir']}/summary.json")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from pipelines.compile import PACKAGE, compile_pipeline
+
+    if args.pipeline_command == "compile":
+        print(compile_pipeline(args.output or PACKAGE, s3_secret_name=args.s3_secret_name))
+        return 0
+    if args.pipeline_command == "submit":
+        from pipelines.submit import parse_arguments, submit
+
+        package = args.package or PACKAGE
+        url = submit(
+            parse_arguments(args.arg, package), host=args.host, token_path=args.token_path, namespace=args.namespace,
+            experiment=args.experiment, run_name=args.run_name, service_account=args.service_account, package=package,
+        )
+        print(url)
+        return 0
+    from pipelines.local import run_local
+    from pipelines.submit import parse_arguments
+
+    print(run_local(args.store, args.root, parse_arguments(args.arg, PACKAGE)))
     return 0
 
 

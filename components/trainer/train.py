@@ -24,6 +24,8 @@ from components.trainer.model import architecture_parameters, build_model
 CURVE_NAMES: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # Divergence is checked every this many steps rather than every step: each check waits for the GPU.
 NAN_CHECK_EVERY = 20
+# What `lr_decay_epoch` multiplies the learning rate by, as the "step" schedule's steps do.
+LR_DECAY_FACTOR = 0.1
 
 Status = Literal["COMPLETE", "FAILED"]
 
@@ -46,6 +48,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     num_threads: int | None = None  # torch CPU threads while training; None leaves torch's setting
     eval_batch_size: int = 1024  # images per forward pass when evaluating
+    bn_eps: float = 1e-5  # batch-norm epsilon of every layer (PyTorch's default); the paper's final grid varies it
+    lr_decay_epoch: int | None = None  # multiply the rate by 0.1 after this many epochs (final grid); None: no decay
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "reward_window", "max_parameters", "eval_batch_size")
@@ -63,6 +67,14 @@ class TrainConfig:
         _check_choice("reward_transform", self.reward_transform, ("identity", "cube"))
         if self.num_threads is not None and self.num_threads < 1:
             raise InvalidConfig(f"num_threads: {self.num_threads} is not allowed (allowed: None or >= 1)")
+        if not self.bn_eps > 0:
+            raise InvalidConfig(f"bn_eps: {self.bn_eps} is not allowed (allowed: > 0)")
+        # A decay at or after the last epoch would never happen: a grid point that silently equals another.
+        if self.lr_decay_epoch is not None and not 1 <= self.lr_decay_epoch < self.epochs:
+            raise InvalidConfig(
+                f"lr_decay_epoch: {self.lr_decay_epoch} is not allowed (allowed: None or 1..{self.epochs - 1}, "
+                f"below epochs={self.epochs})"
+            )
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -164,6 +176,7 @@ def train_child(
     out_of_memory: str | None = None
     try:
         model = build_model(architecture, data.in_channels, data.num_classes)
+        set_bn_eps(model, config.bn_eps)
         _fit(model, data, config, resolve_device(config.device), curves)
     except _Diverged as error:
         return failed("nan_loss", str(error), params)
@@ -244,9 +257,13 @@ def _fit(
         weight_decay=config.weight_decay,
     )
     total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(config.lr_schedule, step / total_steps)
-    )
+
+    def factor(step: int) -> float:
+        # The step decay multiplies whatever the schedule gives; with "constant" it is the paper's final setup.
+        decayed = config.lr_decay_epoch is not None and step // steps_per_epoch >= config.lr_decay_epoch
+        return _lr_factor(config.lr_schedule, step / total_steps) * (LR_DECAY_FACTOR if decayed else 1.0)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     generator = torch.Generator().manual_seed(config.seed)
 
     for epoch in range(1, config.epochs + 1):
@@ -282,6 +299,13 @@ def _fit(
         curves["train_accuracy"].append(correct.item() / seen)
         curves["val_loss"].append(val.loss)
         curves["val_accuracy"].append(val.accuracy)
+
+
+def set_bn_eps(model: nn.Module, eps: float) -> None:
+    """Set the epsilon of every batch-norm layer; the model builder keeps PyTorch's default."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = eps
 
 
 def _lr_factor(schedule: str, progress: float) -> float:

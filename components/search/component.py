@@ -1,0 +1,121 @@
+"""The ``search`` Kubeflow component: a thin wrapper around :mod:`components.search.step`.
+
+Lightweight components run their function's source in the image, so every import sits inside the
+function. ``install_kfp_package=False``: the image already holds nasrl and kfp, and a pod that pip-installs
+at start needs the internet and a writable site-packages, which the nasrl image has neither of.
+"""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Markdown, Metrics, Output
+
+# The project image (Dockerfile). The pipeline's `image` parameter overrides it per run.
+BASE_IMAGE = "ghcr.io/nasrl/nasrl:0.1.0"
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def search(
+    store: str,
+    job_id: str,
+    space: str,
+    dataset: str,
+    data_dir: str,
+    strategy: str,
+    trials: int,
+    parallelism: int,
+    replicas: int,
+    batch: int,
+    child_epochs: int,
+    train_subset: int,
+    gpus_per_child: int,
+    image: str,
+    seed: int,
+    executor: str,
+    search_config: str,
+    s3_secret_name: str,
+    s3_endpoint: str,
+    metrics_port: int,
+    top_k: int,
+    final_learning_rates: list[float],
+    final_weight_decays: list[float],
+    final_bn_eps: list[float],
+    final_lr_decay_epochs: list[int],
+    final_epochs: int,
+    architectures: Output[Artifact],
+    metrics: Output[Metrics],
+    table: Output[Markdown],
+) -> list:
+    """Runs the NAS-RL controller until `trials` children are evaluated (resuming the run on a retry), then
+    returns the final-training plan: each of the top-k architectures at each grid point.
+
+    Args:
+        store: Where runs live (s3://bucket/prefix or a folder); this run goes to STORE/kfp-<run id>.
+        job_id: The KFP run's id, which names the run folder.
+        space: Search space; "conv", the paper's CNN space.
+        dataset: "fashion-mnist", "cifar10" or "digits".
+        data_dir: The dataset's folder or store URI (from `nasrl data push`); empty for the usual place.
+        strategy: "reinforce" (the paper), "random" or "evolution".
+        trials: Children to evaluate.
+        parallelism: Children training at once (Kubernetes Jobs, or local worker processes).
+        replicas: K, controller replicas each with a batch in flight.
+        batch: m, children per replica batch; one REINFORCE update per finished batch.
+        child_epochs: Training epochs per child during the search.
+        train_subset: Train each child on this many images (0: the whole training split).
+        gpus_per_child: nvidia.com/gpu per child Job.
+        image: The image of the child Jobs.
+        seed: One seed for the policy, the children and the data split.
+        executor: "kubernetes" (children as Jobs) or "local" (worker processes in this step's pod).
+        search_config: A JSON object of further search settings, merged over the ones above.
+        s3_secret_name: The Secret with the store's credentials, handed to the child Jobs.
+        s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
+        metrics_port: Serve Prometheus /metrics on this port, on all interfaces (0: off).
+        top_k: Architectures to retrain in the final training.
+        final_learning_rates: Final-training grid: learning rates.
+        final_weight_decays: Final-training grid: weight decays.
+        final_bn_eps: Final-training grid: batch-norm epsilons.
+        final_lr_decay_epochs: Final-training grid: epochs after which the rate drops 10x (0: never).
+        final_epochs: Final-training epochs.
+        architectures: The top-k architectures (JSON).
+        metrics: Best reward, trials completed and failed.
+        table: The top-k table.
+    """
+    import json
+    import os
+
+    from components.final_train.step import FinalGrid
+    from components.search.step import run_search_step, search_settings
+
+    if s3_endpoint:
+        os.environ["NASRL_S3_ENDPOINT"] = s3_endpoint
+    settings = search_settings(
+        store=store,
+        job_id=job_id,
+        space=space,
+        dataset=dataset,
+        data_dir=data_dir,
+        strategy=strategy,
+        trials=trials,
+        parallelism=parallelism,
+        replicas=replicas,
+        batch=batch,
+        child_epochs=child_epochs,
+        gpus_per_child=gpus_per_child,
+        image=image,
+        seed=seed,
+        train_subset=train_subset,
+        executor=executor,
+        s3_secret_name=s3_secret_name,
+        metrics_port=metrics_port,
+        search_config=search_config,
+        env=os.environ,
+    )
+    grid = FinalGrid(final_learning_rates, final_weight_decays, final_bn_eps, final_lr_decay_epochs, final_epochs)
+    step = run_search_step(settings, top_k=top_k, grid=grid)
+
+    with open(architectures.path, "w") as f:
+        json.dump(step.architectures(), f, indent=2)
+    architectures.metadata["run_dir"] = step.run_dir
+    for name, value in step.metrics.items():
+        metrics.log_metric(name, value)
+    with open(table.path, "w") as f:
+        f.write(step.table)
+    return step.candidates

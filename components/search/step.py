@@ -1,0 +1,219 @@
+"""The pipeline's ``search`` step: the controller as one long-lived step, then the run's top-k
+architectures and the final-training plan (every top architecture at every grid point).
+
+The typed pipeline parameters become a search config (the same keys as ``nasrl search``); the
+``search_config`` JSON object is merged over them, so any setting the CLI knows (``child.batch_size``,
+``reinforce.learning_rate``, the ``kubernetes:`` section ...) can be set from the pipeline without a
+new parameter.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from components.final_train.step import FinalGrid, plan_candidates
+from controller.errors import ConfigError, NasrlError
+from controller.settings import merge
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("kubernetes", "local")
+RUN_PREFIX = "kfp-"
+
+
+def pipeline_run_dir(store: str, job_id: str) -> str:
+    """One run folder per pipeline run, named after the KFP run's id: the search, a retried search (which
+    resumes it) and the exit handler find the same place without passing anything to each other."""
+    if not job_id:
+        raise ConfigError("job_id", job_id, "the KFP run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER)")
+    return f"{store.rstrip('/')}/{RUN_PREFIX}{job_id}"
+
+
+def parse_overrides(search_config: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``search_config`` parameter: a JSON object of search settings, or empty."""
+    if not search_config:
+        return {}
+    if isinstance(search_config, Mapping):
+        return dict(search_config)
+    example = 'a JSON object, e.g. {"child": {"batch_size": 64}}'
+    try:
+        value = json.loads(search_config)
+    except json.JSONDecodeError as e:
+        raise ConfigError("search_config", search_config, f"{example} ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("search_config", search_config, example)
+    return value
+
+
+def search_settings(
+    *,
+    store: str,
+    job_id: str,
+    space: str = "conv",
+    dataset: str = "fashion-mnist",
+    data_dir: str = "",
+    strategy: str = "reinforce",
+    trials: int = 100,
+    parallelism: int = 4,
+    replicas: int = 1,
+    batch: int = 5,
+    child_epochs: int = 10,
+    gpus_per_child: int = 1,
+    image: str = "",
+    seed: int = 0,
+    train_subset: int = 0,
+    executor: str = "kubernetes",
+    s3_secret_name: str = "",
+    metrics_port: int = 0,
+    search_config: str | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The search config mapping (for ``controller.config.build_config``) of one pipeline run.
+
+    ``parallelism`` is the local worker count or the Kubernetes executor's Jobs alive at once. With the
+    Kubernetes executor, the Jobs go to the controller's own namespace (``POD_NAMESPACE``, which the
+    pipeline sets from the downward API) unless ``search_config`` names another. ``metrics_port`` serves
+    Prometheus ``/metrics`` on all the pod's interfaces (0: no metrics server).
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", executor, " | ".join(EXECUTORS))
+    env = {} if env is None else env
+    settings: dict[str, Any] = {
+        "space": space,
+        "strategy": strategy,
+        "trials": trials,
+        "seed": seed,
+        "replicas": replicas,
+        "batch": batch,
+        "store": store,
+        "run_dir": pipeline_run_dir(store, job_id),
+        "dataset": dataset,
+        "data_dir": data_dir or None,
+        "train_subset": train_subset or None,
+        "child": {"epochs": child_epochs},
+    }
+    if metrics_port:
+        settings |= {"metrics_port": metrics_port, "metrics_host": "0.0.0.0"}  # scraped from outside the pod
+    if executor == "local":
+        # No "executor" key: the local pool is the config's default, so this works with or without that field.
+        settings["workers"] = parallelism
+    else:
+        kubernetes: dict[str, Any] = {"image": image, "gpus": gpus_per_child, "parallelism": parallelism}
+        if s3_secret_name:
+            kubernetes["s3_secret_name"] = s3_secret_name
+        if env.get("POD_NAMESPACE"):
+            kubernetes["namespace"] = env["POD_NAMESPACE"]
+        settings |= {"executor": "kubernetes", "kubernetes": kubernetes}
+    return merge(settings, parse_overrides(search_config))
+
+
+@dataclass
+class SearchStep:
+    """What the search step hands on: the component writes these into its outputs."""
+
+    run_dir: str
+    summary: dict[str, Any]
+    top: list[dict[str, Any]]  # rank, trial_id, reward, params, architecture, summary
+    candidates: list[dict[str, Any]]  # the final-training plan, one entry per final-train task
+    metrics: dict[str, float]  # best_reward, trials_completed, trials_failed
+    table: str  # Markdown: the top-k table
+
+    def architectures(self) -> dict[str, Any]:
+        """The top-k artifact's content: enough for anyone to rebuild and retrain the architectures."""
+        keys = ("run_id", "space", "strategy", "seed", "trials_completed", "trials_failed")
+        return {"run_dir": self.run_dir} | {k: self.summary.get(k) for k in keys} | {"top": self.top}
+
+
+def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid, quiet: bool = False) -> SearchStep:
+    """Run (or resume) the search in ``settings["run_dir"]``, then rank its trials and plan the final training.
+
+    A run folder that already holds a checkpoint is resumed, never restarted: that is a retried pipeline
+    step (an evicted pod, a lost node) and its finished trials must not be paid for twice.
+    """
+    from controller.config import build_config, config_from_yaml_text
+    from controller.ledger import Ledger
+    from controller.run_layout import RunFiles
+    from controller.runner import run_search
+    from controller.spaces import make_space
+    from controller.stores import open_store
+
+    if settings.get("space", "conv") != "conv":
+        raise ConfigError("space", settings.get("space"), "conv (the final training builds conv-space children only)")
+    if top_k < 1:
+        raise ConfigError("top_k", top_k, "an integer >= 1")
+    grid.validate()  # a grid that cannot train fails now, not after the search
+    config = build_config(dict(settings))
+    run_dir = config.run_dir or ""
+    files = RunFiles(open_store(run_dir))
+    if files.load_checkpoint() is not None:
+        log.warning("%s already holds this pipeline run's search: resuming it", run_dir)
+        config = config_from_yaml_text(files.read_config() or "")
+        summary = run_search(config, resume_dir=run_dir, quiet=quiet)
+    else:
+        summary = run_search(config, quiet=quiet)
+
+    checkpoint = files.load_checkpoint() or {}
+    records = Ledger.from_list(checkpoint.get("ledger", [])).top(top_k)
+    if not records:
+        raise NasrlError(
+            f"no trial of {run_dir} completed ({summary['trials_failed']} failed): nothing to train; "
+            f"see the reasons with: nasrl show {run_dir}"
+        )
+    top = []
+    for rank, record in enumerate(records, 1):
+        space = make_space(config.space, **config.space_options(len(record.architecture["layers"])))
+        top.append(
+            {
+                "rank": rank,
+                "trial_id": record.trial_id,
+                "reward": record.reward,
+                "params": record.metrics.get("params"),
+                "architecture": record.architecture,
+                "summary": space.summary(record.architecture),
+            }
+        )
+    metrics = {
+        "best_reward": float(summary["best"]["reward"]),
+        "trials_completed": float(summary["trials_completed"]),
+        "trials_failed": float(summary["trials_failed"]),
+    }
+    return SearchStep(
+        run_dir=run_dir,
+        summary=summary,
+        top=top,
+        candidates=plan_candidates(top, grid),
+        metrics=metrics,
+        table=top_k_table(top, summary, run_dir),
+    )
+
+
+def top_k_table(top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str) -> str:
+    """The Markdown the KFP UI renders for the search step."""
+    lines = [
+        f"### Top {len(top)} architecture{'s' if len(top) != 1 else ''}",
+        "",
+        f"{summary.get('strategy', '?')} search over the {summary.get('space', '?')} space: "
+        f"{summary.get('trials_completed', 0)} trials completed, {summary.get('trials_failed', 0)} failed. "
+        "Reward: validation accuracy.",
+        "",
+        "| rank | trial | reward | parameters | architecture |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for entry in top:
+        params = entry.get("params")
+        lines.append(
+            f"| {entry['rank']} | {entry['trial_id']} | {entry['reward']:.4f} | "
+            f"{f'{params:,}' if params is not None else '-'} | {_cell(entry.get('summary', ''))} |"
+        )
+    lines += ["", f"Run: `{run_dir}`", ""]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    # Summaries hold "<img" (a layer fed by the image): escaped, or the UI would render an HTML tag.
+    return html.escape(text).replace("|", "\\|")

@@ -1,0 +1,127 @@
+"""The search step without Kubeflow: pipeline parameters to a search config, a real tiny search, its
+top-k table and the final-training plan, and a retried step that resumes instead of starting over."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.final_train.step import FinalGrid
+from components.search.step import (
+    parse_overrides,
+    pipeline_run_dir,
+    run_search_step,
+    search_settings,
+    top_k_table,
+)
+from controller.config import build_config
+from controller.errors import ConfigError
+from controller.stores import open_store
+
+COMMON = {"store": "s3://nasrl/runs", "job_id": "1f2e", "image": "registry/nasrl:1", "s3_secret_name": "nasrl-s3"}
+GRID = FinalGrid([0.1, 0.05], [1e-4], [1e-5], [0], epochs=2)
+
+
+def test_run_dir_is_named_after_the_kfp_run() -> None:
+    assert pipeline_run_dir("s3://nasrl/runs/", "1f2e") == "s3://nasrl/runs/kfp-1f2e"
+    with pytest.raises(ConfigError, match="job_id"):
+        pipeline_run_dir("runs", "")
+
+
+def test_local_executor_settings_are_a_valid_search_config_today() -> None:
+    settings = search_settings(**COMMON, executor="local", parallelism=3, train_subset=0, data_dir="", child_epochs=2)
+    assert "executor" not in settings and "kubernetes" not in settings
+    config = build_config(settings)
+    assert config.workers == 3 and config.train_subset is None and config.data_dir is None
+    assert config.child.epochs == 2 and config.run_dir == "s3://nasrl/runs/kfp-1f2e"
+
+
+def test_a_metrics_port_serves_on_every_interface_of_the_pod() -> None:
+    config = build_config(search_settings(**COMMON, executor="local", metrics_port=8000))
+    assert (config.metrics_port, config.metrics_host) == (8000, "0.0.0.0")
+    assert build_config(search_settings(**COMMON, executor="local")).metrics_port is None
+
+
+def test_kubernetes_settings_carry_image_gpus_parallelism_secret_and_the_pods_namespace() -> None:
+    settings = search_settings(
+        **COMMON, executor="kubernetes", parallelism=8, gpus_per_child=2, env={"POD_NAMESPACE": "team-a"}
+    )
+    assert settings["executor"] == "kubernetes"
+    assert settings["kubernetes"] == {
+        "image": "registry/nasrl:1",
+        "gpus": 2,
+        "parallelism": 8,
+        "s3_secret_name": "nasrl-s3",
+        "namespace": "team-a",
+    }
+
+
+def test_search_config_json_is_merged_over_the_typed_parameters() -> None:
+    overrides = {"child": {"batch_size": 64}, "kubernetes": {"namespace": "jobs", "memory_limit": "16Gi"}, "trials": 7}
+    settings = search_settings(
+        **COMMON, executor="kubernetes", child_epochs=3, search_config=json.dumps(overrides), env={"POD_NAMESPACE": "a"}
+    )
+    assert settings["child"] == {"epochs": 3, "batch_size": 64}
+    assert settings["kubernetes"]["namespace"] == "jobs" and settings["kubernetes"]["memory_limit"] == "16Gi"
+    assert settings["kubernetes"]["image"] == "registry/nasrl:1" and settings["trials"] == 7
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"conv"'])
+def test_search_config_must_be_a_json_object(text) -> None:
+    with pytest.raises(ConfigError, match=r"search_config.*a JSON object"):
+        parse_overrides(text)
+
+
+def test_an_unknown_executor_is_refused() -> None:
+    with pytest.raises(ConfigError, match="executor: 'slurm' is not allowed"):
+        search_settings(**COMMON, executor="slurm")
+
+
+def test_a_space_the_final_training_cannot_build_is_refused_before_searching(tmp_path) -> None:
+    settings = search_settings(**(COMMON | {"store": str(tmp_path)}), space="nb201", executor="local")
+    with pytest.raises(ConfigError, match="space: 'nb201'"):
+        run_search_step(settings, top_k=1, grid=GRID, quiet=True)
+    bad_grid = FinalGrid([0.1], [1e-4], [1e-5], [5], epochs=2)
+    with pytest.raises(ValueError, match="lr_decay_epoch"):
+        run_search_step(
+            search_settings(**(COMMON | {"store": str(tmp_path)}), executor="local"), top_k=1, grid=bad_grid
+        )
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_a_tiny_search_gives_top_k_metrics_a_table_and_the_plan_and_a_retry_resumes(tmp_path) -> None:
+    settings = search_settings(
+        **(COMMON | {"store": str(tmp_path)}),
+        dataset="digits",
+        trials=3,
+        parallelism=1,
+        batch=3,
+        child_epochs=1,
+        train_subset=200,
+        executor="local",
+        search_config={"start_layers": 2, "max_layers": 2, "num_filters": [8]},
+    )
+    step = run_search_step(settings, top_k=2, grid=GRID, quiet=True)
+    assert step.run_dir == str(tmp_path / "kfp-1f2e")
+    assert step.metrics["trials_completed"] + step.metrics["trials_failed"] == 3
+    assert step.metrics["best_reward"] == step.top[0]["reward"] == step.summary["best"]["reward"]
+    assert [t["rank"] for t in step.top] == [1, 2] and step.top[0]["reward"] >= step.top[1]["reward"]
+    assert len(step.candidates) == 2 * 2
+    assert {c["trial_id"] for c in step.candidates} == {t["trial_id"] for t in step.top}
+    artifact = step.architectures()
+    assert artifact["run_dir"] == step.run_dir and artifact["top"][0]["architecture"]["space"] == "conv"
+    for entry in step.top:
+        assert f"| {entry['rank']} | {entry['trial_id']} | {entry['reward']:.4f} |" in step.table
+
+    # The pod was evicted after the search; KFP retries the step: same run folder, no new trials.
+    again = run_search_step(settings, top_k=2, grid=GRID, quiet=True)
+    assert again.top == step.top and again.summary["trials_completed"] == step.summary["trials_completed"]
+    assert len(open_store(step.run_dir).list("trials/")) == 2 * 3  # architecture.json + result.json per trial
+
+
+def test_the_table_escapes_what_markdown_would_render_as_html() -> None:
+    top = [{"rank": 1, "trial_id": "t00001", "reward": 0.5, "params": 1234, "summary": "2 layers: 3x3/8 3x3/8<img"}]
+    table = top_k_table(top, {"strategy": "reinforce", "space": "conv"}, "runs/x")
+    assert "&lt;img" in table and "<img" not in table
+    assert "| 1 | t00001 | 0.5000 | 1,234 |" in table

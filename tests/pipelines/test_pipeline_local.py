@@ -1,0 +1,81 @@
+"""The whole pipeline on this machine with kfp.local's SubprocessRunner: a tiny search on digits with the
+local worker pool and a folder store, a 2-point final grid, selection and export, and the exit handler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.select_export.step import read_export
+from components.trainer.datasets import load_dataset
+from pipelines.local import TINY, run_local
+
+pytestmark = [
+    # kfp.local says, rightly, that it ignores the image parameter and the GPU request; TorchScript is deprecated.
+    pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:Task 'final-train'.*no effect:UserWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+]
+
+
+def output(step_dir: Path) -> dict:
+    """A step's executor output: its parameters and its artifacts' metadata (where Metrics values live)."""
+    return json.loads((step_dir / "executor_output.json").read_text())
+
+
+def metrics_of(step_dir: Path) -> dict:
+    return output(step_dir)["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_step(monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # every step is a subprocess; they share 2 busy cores
+
+
+def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_path) -> None:
+    outputs = run_local(tmp_path / "store", tmp_path / "root")
+
+    search = metrics_of(outputs / "search")
+    assert search["trials_completed"] + search["trials_failed"] == TINY["trials"]
+    architectures = json.loads((outputs / "search" / "architectures").read_text())
+    run_dir = architectures["run_dir"]
+    assert Path(run_dir).parent == tmp_path / "store" and Path(run_dir).name.startswith("kfp-")
+    assert search["best_reward"] == architectures["top"][0]["reward"]
+    table = (outputs / "search" / "table").read_text()
+    assert f"| 1 | {architectures['top'][0]['trial_id']} | {search['best_reward']:.4f} |" in table
+
+    trained = sorted(outputs.glob("for-loop-*-iteration-*/final-train"))
+    assert len(trained) == 2  # top_k 1 × two learning rates
+    val = [output(t)["artifacts"]["model"]["artifacts"][0]["metadata"]["val_accuracy"] for t in trained]
+
+    chosen = metrics_of(outputs / "select-and-export")
+    assert chosen["val_accuracy"] == max(val)
+    assert chosen["grid_points_completed"] == 2 and chosen["grid_points_failed"] == 0
+    assert chosen["search_reward"] == search["best_reward"]
+    report = (outputs / "select-and-export" / "report").read_text()
+    assert "**chosen**" in report and report.count("| 1 | ") == 2
+    assert output(outputs / "select-and-export")["parameterValues"]["Output"] == f"{run_dir}/export/model.pt"
+
+    model, architecture, exported = read_export(run_dir)
+    test_images, test_labels = load_dataset("digits").test
+    with torch.no_grad():
+        predicted = model(test_images).argmax(dim=1)
+    accuracy = (predicted == test_labels).sum().item() / len(test_labels)
+    assert accuracy == pytest.approx(chosen["test_accuracy"], abs=1e-12) == exported["metrics"]["test_accuracy"]
+    assert accuracy > 0.3  # it learnt something; chance is 0.1
+    assert architecture["architecture"] == architectures["top"][0]["architecture"]
+
+    assert (outputs / "cleanup" / "executor_output.json").is_file()  # the exit handler ran
+
+
+def test_the_exit_handler_runs_when_the_search_fails(tmp_path, capsys) -> None:
+    # No retries: they would only repeat this permanent error, after their backoff.
+    with pytest.raises(RuntimeError, match="search"):
+        run_local(tmp_path / "store", tmp_path / "root", {"search_config": json.dumps({"trials": 0})}, retries=0)
+    (outputs,) = (tmp_path / "root").glob("nasrl-*")
+    assert (outputs / "cleanup" / "executor_output.json").is_file()
+    assert not (outputs / "select-and-export").exists()
+    assert "trials: 0 is not allowed" in capsys.readouterr().out
