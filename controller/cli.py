@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--service-account", help="ServiceAccount of the run's pods (needs rights on Jobs)")
     submit.add_argument("--package", metavar="FILE", help="compiled pipeline (default: pipelines/nasrl_pipeline.yaml)")
     submit.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter")
+    upload = pipe_sub.add_parser("upload", help="upload the pipeline (or a new version), start no run")
+    upload.add_argument("--host", help="KFP API endpoint (default: $KFP_HOST)")
+    upload.add_argument("--token-path", metavar="FILE", help="a file holding the bearer token (service accounts)")
+    upload.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    upload.add_argument("--package", metavar="FILE", help="compiled pipeline (default: pipelines/nasrl_pipeline.yaml)")
     local = pipe_sub.add_parser("run-local", help="run the whole pipeline here with kfp.local (tiny defaults)")
     local.add_argument("--store", required=True, metavar="DIR", help="where the run and its export go")
     local.add_argument("--root", required=True, metavar="DIR", help="kfp.local's pipeline root (step outputs)")
@@ -159,6 +164,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             experiment=args.experiment, run_name=args.run_name, service_account=args.service_account, package=package,
         )
         print(url)
+        return 0
+    if args.pipeline_command == "upload":
+        from pipelines.submit import upload
+
+        pipeline_id, version_id = upload(
+            host=args.host, token_path=args.token_path, namespace=args.namespace, package=args.package or PACKAGE
+        )
+        print(f"pipeline {pipeline_id}, version {version_id}")
         return 0
     from pipelines.local import run_local
     from pipelines.submit import parse_arguments

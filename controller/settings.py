@@ -123,7 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
             add_arguments(parser, base, prefix=f"{dest}.", skip=skip)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        # argparse %-formats help strings: a literal % (e.g. "x0.1 at 50%") must be doubled.
+        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

@@ -219,6 +219,31 @@ def submit(
     return connection.run_url(run.run_id)
 
 
+def upload(
+    *,
+    host: str | None = None,
+    token_path: str | None = None,
+    namespace: str | None = None,
+    package: str | Path = PACKAGE,
+    pipeline_name: str = PIPELINE_NAME,
+    env: Mapping[str, str] | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> tuple[str, str]:
+    """Upload the pipeline, or a new version of it if this YAML is not there yet; start no run.
+
+    What the Helm chart's post-install Job runs: idempotent, so every upgrade may run it again.
+    Returns (pipeline id, version id)."""
+    package = Path(package)
+    if not package.is_file():
+        raise ConfigError("package", str(package), "a compiled pipeline YAML (nasrl pipeline compile)")
+    connection = resolve_connection(host, None, token_path, None, namespace, None, env)
+    if client_factory is None:
+        import kfp
+
+        client_factory = kfp.Client
+    return _upload(client_factory(**connection.client_kwargs()), package, pipeline_name)
+
+
 def _upload(client: Any, package: Path, pipeline_name: str) -> tuple[str, str]:
     """(pipeline id, version id) of this YAML, uploading what the server does not have yet."""
     name = version_name(package, pipeline_name)

@@ -179,3 +179,23 @@ def test_submit_through_the_real_kfp_client_to_a_fake_kfp_api(fake_kfp, monkeypa
     submit({}, env={"KFP_HOST": host, "KFP_TOKEN": "tok"})  # again: same pipeline, same version, new run
     assert len(state.pipelines[pipeline_id]["versions"]) == 2  # the hash-named version beside the default
     assert state.runs[1]["pipeline_version_reference"]["pipeline_id"] == pipeline_id
+
+
+def test_upload_adds_a_version_only_when_the_yaml_changed_and_starts_no_run(tmp_path) -> None:
+    from pipelines.submit import upload
+
+    FakeClient.pipelines = {}
+    clients: list[FakeClient] = []
+
+    def factory(**kwargs):
+        clients.append(FakeClient(**kwargs))
+        return clients[-1]
+
+    first = upload(host="http://kfp:8080", client_factory=factory, env={})
+    # The first upload's version is named after the pipeline; the next names one after this YAML's hash.
+    second = upload(host="http://kfp:8080", client_factory=factory, env={})
+    third = upload(host="http://kfp:8080", client_factory=factory, env={})  # a helm upgrade runs it again
+    assert first == ("nasrl", "v0") and second == third == ("nasrl", "v1")
+    assert [c[0] for c in clients[0].calls] == ["upload_pipeline"]
+    assert [c[0] for c in clients[1].calls] == ["upload_pipeline_version"]
+    assert clients[2].calls == []  # nothing new: nothing sent, and never a run
