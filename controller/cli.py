@@ -24,7 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--config", metavar="FILE", help="YAML file of settings; flags override it")
     search.add_argument("--resume", metavar="RUN", help="continue the run in this run directory")
     search.add_argument("--quiet", action="store_true", help="no progress display")
-    add_arguments(search, SearchConfig, skip=tuple(f"lm.{name}" for name in LM_PER_TRIAL))
+    add_arguments(search, SearchConfig, skip=(*(f"lm.{name}" for name in LM_PER_TRIAL), "kubernetes.namespace"))
+    search.add_argument(
+        "--namespace",
+        dest="kubernetes.namespace",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="namespace of the trial Jobs with --executor kubernetes (default: default)",
+    )
 
     train = sub.add_parser("train", help="train one trial's child and publish its result (what a worker or a Job runs)")
     train.add_argument("--trial", required=True, metavar="RUN/trials/ID", help="the trial folder")
@@ -160,8 +167,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
         package = args.package or PACKAGE
         url = submit(
-            parse_arguments(args.arg, package), host=args.host, token_path=args.token_path, namespace=args.namespace,
-            experiment=args.experiment, run_name=args.run_name, service_account=args.service_account, package=package,
+            parse_arguments(args.arg, package),
+            host=args.host,
+            token_path=args.token_path,
+            namespace=args.namespace,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            service_account=args.service_account,
+            package=package,
         )
         print(url)
         return 0

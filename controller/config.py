@@ -12,12 +12,14 @@ import yaml
 
 from components.trainer.lm import LMConfig
 from controller.errors import ConfigError
+from controller.executors.k8s_config import KubernetesConfig
 from controller.policies import STRATEGIES, EvolutionConfig, ReinforceConfig
 from controller.settings import from_mapping, merge, to_mapping
 from controller.spaces import SPACES
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
 EVALUATORS = ("train", "table")
+EXECUTORS = ("local", "kubernetes")
 DATASETS = ("fashion-mnist", "digits", "cifar10", "ptb")
 # Settings of the child language model that the search sets per trial, not the user.
 LM_PER_TRIAL = ("seed", "num_threads")
@@ -52,12 +54,14 @@ class SearchConfig:
     dataset: str = "fashion-mnist"  # "fashion-mnist", "digits" (8x8, for tests) or "cifar10"
     data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place
     train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
+    executor: str = "local"  # where children train: "local" (worker processes) or "kubernetes" (one Job each)
     workers: int = 2  # local worker processes training children in parallel
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
     # -- rnn space (dataset "ptb") --------------------------------------------------------------
     rnn_base: int = 8  # leaves of the cell tree (paper: 8)
     lm: LMConfig = field(default_factory=LMConfig)  # how each child language model trains
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)  # the Jobs of executor "kubernetes"
     # -- metrics ----------------------------------------------------------------------------
     metrics_port: int | None = None  # serve Prometheus /metrics on this port (0: any free port; null: off)
     metrics_host: str = "127.0.0.1"  # address to serve metrics on; 0.0.0.0 in a pod
@@ -89,6 +93,21 @@ class SearchConfig:
         if self.max_layers < self.start_layers:
             raise ConfigError("max_layers", self.max_layers, f"an integer >= start_layers ({self.start_layers})")
         _choice("dataset", self.dataset, DATASETS)
+        _choice("executor", self.executor, EXECUTORS)
+        self.kubernetes.validate()
+        where = self.run_dir or self.store
+        if (
+            self.executor == "kubernetes"
+            and self.evaluator == "train"
+            and ("://" not in where or where.startswith("file:"))
+        ):
+            field_name = "run_dir" if self.run_dir else "store"
+            raise ConfigError(
+                field_name,
+                where,
+                "an s3:// location with executor 'kubernetes': trial Jobs cannot "
+                "reach a local folder (e.g. --store s3://nasrl/runs)",
+            )
         if (self.space == "rnn") != (self.dataset == "ptb") and self.evaluator == "train":
             wanted = "ptb" if self.space == "rnn" else "an image dataset (fashion-mnist, digits, cifar10)"
             raise ConfigError("dataset", self.dataset, f"{wanted} with space {self.space!r}")

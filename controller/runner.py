@@ -32,7 +32,7 @@ def run_location(config: SearchConfig, run_id: str) -> str:
     return config.store.rstrip("/") + "/" + run_id
 
 
-def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
+def make_executor(config: SearchConfig, files: RunFiles | None, run_id: str | None = None) -> BaseExecutor:
     if config.evaluator == "table":
         from controller.evaluators.table import evaluate_trial, load_table
 
@@ -53,10 +53,14 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
             return outcome
 
         return InlineExecutor(evaluate)
-    from controller.executors.local import LocalExecutor
-
     if files is None:
         raise NasrlError("evaluator 'train' needs a run directory: children read their trial files from it")
+    if config.executor == "kubernetes":
+        from controller.executors.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(files.store.uri, config.kubernetes, run_id=run_id, store=files.store)
+    from controller.executors.local import LocalExecutor
+
     return LocalExecutor(files.store.uri, workers=config.workers, trial_timeout=config.trial_timeout)
 
 
@@ -76,7 +80,11 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
         from controller.progress import Progress
 
         listeners.append(Progress(config.trials))
-    executor = make_executor(config, files)
+    if resume_dir is not None:
+        checkpoint = files.load_checkpoint()
+        if checkpoint is not None:
+            run_id = checkpoint["state"]["run_id"]  # Jobs are labelled with the run's own id
+    executor = make_executor(config, files, run_id)
     server = None
     try:
         search = Search(config, executor, files, run_id=run_id, listeners=listeners)
@@ -87,7 +95,8 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
             from controller.metrics import SearchMetrics, serve_metrics
 
             # The checkpoint's run id, not a fresh one: a resumed run keeps its series.
-            metrics = SearchMetrics(search.state.run_id)
+            gpus = config.kubernetes.gpus if config.executor == "kubernetes" else 0
+            metrics = SearchMetrics(search.state.run_id, gpus_per_trial=gpus)
             search.listeners.append(metrics)
             server = serve_metrics(metrics.registry, config.metrics_port, config.metrics_host)
             print(f"metrics: {server.url}", file=sys.stderr)
