@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
 # -- Debian packages ---------------------------------------------------------------------------
 packages=(dataset-fashion-mnist)  # Fashion-MNIST (MIT licence) in /usr/share/datasets/fashion-mnist
 # The tests run real parts: Prometheus scrapes a real search; buildah builds and runs the image.
-[ "$with_tests" -eq 1 ] && packages+=(prometheus buildah)
+[ "$with_tests" -eq 1 ] && packages+=(prometheus buildah debootstrap)
 python3 -c "import ensurepip" 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -53,7 +53,7 @@ class LocalExecutor(BaseExecutor):
         inbox = self._ctx.Queue()
         process = self._ctx.Process(
             target=worker_main,
-            args=(wid, self.run_uri, self.threads, inbox, self._results),
+            args=(wid, self.run_uri, self.threads, inbox, self._results, os.getpid()),
             name=f"nasrl-worker-{wid}",
             daemon=True,
         )
@@ -145,17 +145,21 @@ def outcome_from_result(trial_id: str, result: dict[str, Any]) -> Outcome:
     return Outcome(trial_id, "FAILED", reason=reason, metrics=result.get("metrics", {}))
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this worker when the controller dies (even by kill -9), so no orphan trains on."""
     with contextlib.suppress(Exception):
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # The controller may have died before prctl took effect (killed during our start-up): then no
+    # signal will ever come, and we are already someone else's child.
+    if os.getppid() != parent_pid:
+        os._exit(0)
 
 
-def worker_main(wid: int, run_uri: str, threads: int, inbox: Any, results: Any) -> None:
-    _die_with_parent()
+def worker_main(wid: int, run_uri: str, threads: int, inbox: Any, results: Any, parent_pid: int = 0) -> None:
+    _die_with_parent(parent_pid or os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
     import torch
 
