@@ -22,6 +22,7 @@ COPY pyproject.toml /src/
 # A bare base (debootstrap) has no Python: take Debian's 3.11; python:3.11-slim skips that. pip reaches
 # PyPI; behind a TLS-intercepting proxy, pass its CA as the build secret "pip-cert" (build-image.sh does).
 # The local version (+cpu, +cu128) pins the torch build: a bare torch==X from PyPI would be the CUDA one.
+# kfp comes too ([pipeline]): the Kubeflow steps run their components in this image.
 # The dependencies come from pyproject.toml alone (an empty package, a blank README), so a change to the
 # code does not redo them.
 RUN --mount=type=bind,target=/ctx --mount=type=secret,id=pip-cert \
@@ -34,7 +35,7 @@ RUN --mount=type=bind,target=/ctx --mount=type=secret,id=pip-cert \
     python3 -m venv /opt/nasrl; \
     pip install --find-links /ctx/build/image/wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
       "torch==${TORCH_VERSION}+${TORCH_VARIANT}"; \
-    touch /src/README.md && pip install /src && pip uninstall --yes nasrl
+    touch /src/README.md && pip install "/src[pipeline]" && pip uninstall --yes nasrl
 
 # ---- build: nasrl itself --------------------------------------------------------------------------
 FROM deps AS build
