@@ -32,7 +32,7 @@ def run_location(config: SearchConfig, run_id: str) -> str:
     return config.store.rstrip("/") + "/" + run_id
 
 
-def make_executor(config: SearchConfig, files: RunFiles | None, run_id: str | None = None) -> BaseExecutor:
+def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
     if config.evaluator == "table":
         from controller.evaluators.table import evaluate_trial, load_table
 
@@ -58,7 +58,9 @@ def make_executor(config: SearchConfig, files: RunFiles | None, run_id: str | No
     if config.executor == "kubernetes":
         from controller.executors.kubernetes import KubernetesExecutor
 
-        return KubernetesExecutor(files.store.uri, config.kubernetes, run_id=run_id, store=files.store)
+        # Jobs are labelled with the run's location (its last path part), the same on --resume and for
+        # the pipeline's clean-up step, which knows only the location.
+        return KubernetesExecutor(files.store.uri, config.kubernetes, store=files.store)
     from controller.executors.local import LocalExecutor
 
     return LocalExecutor(files.store.uri, workers=config.workers, trial_timeout=config.trial_timeout)
@@ -80,11 +82,7 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
         from controller.progress import Progress
 
         listeners.append(Progress(config.trials))
-    if resume_dir is not None:
-        checkpoint = files.load_checkpoint()
-        if checkpoint is not None:
-            run_id = checkpoint["state"]["run_id"]  # Jobs are labelled with the run's own id
-    executor = make_executor(config, files, run_id)
+    executor = make_executor(config, files)
     server = None
     try:
         search = Search(config, executor, files, run_id=run_id, listeners=listeners)
