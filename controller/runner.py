@@ -88,6 +88,8 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
         search = Search(config, executor, files, run_id=run_id, listeners=listeners)
         # Store errors that were retried show up in the metrics (nasrl_errors_total).
         store.on_error = lambda kind: search._emit("error", {"component": "store", "kind": kind})
+        if hasattr(executor, "on_error"):  # the Kubernetes executor reports API errors the same way
+            executor.on_error = lambda kind: search._emit("error", {"component": "kubernetes", "kind": kind})
         metrics = None
         if config.metrics_port is not None:
             from controller.metrics import SearchMetrics, serve_metrics

@@ -76,6 +76,7 @@ class ApiRetry:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        on_error: Callable[[KubeApiError], None] | None = None,
     ) -> T:
         rng = rng or random.Random()
         start, attempt = clock(), 0
@@ -83,6 +84,8 @@ class ApiRetry:
             try:
                 return fn()
             except KubeApiError as e:
+                if on_error is not None:  # metrics count every error, retried or not
+                    on_error(e)
                 if not e.retryable:
                     raise
                 elapsed = clock() - start

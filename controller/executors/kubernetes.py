@@ -116,6 +116,8 @@ class KubernetesExecutor(BaseExecutor):
         self.s3_endpoint = config.s3_endpoint or env.get("NASRL_S3_ENDPOINT")
         self.selector = run_selector(self.run_id)
         self.retry = ApiRetry(deadline=config.api_retry_seconds)
+        # Called with an error kind (HTTP status, or "connection") for every API error: metrics count them.
+        self.on_error: Callable[[str], None] | None = None
         self.counts: Counter[str] = Counter()  # created, adopted, complete, failed, retry, by reason code, ...
         self._sleep, self._clock = sleep, clock  # for the API retries' backoff (tests pass fakes)
         self._attempts: dict[str, _Attempt] = {}  # trial id -> its Job in flight
@@ -361,9 +363,15 @@ class KubernetesExecutor(BaseExecutor):
                 log.warning("kubernetes: Job %s stays (ttlSecondsAfterFinished removes it): %s", name, e)
 
     # -- the API, with retries -----------------------------------------------------------------
+    def _report_error(self, error: KubeApiError) -> None:
+        kind = str(error.status) if error.status else "connection"
+        self.counts[f"api_error:{kind}"] += 1
+        if self.on_error is not None:
+            self.on_error(kind)
+
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
         try:
-            return self.retry.call(fn, what, sleep=self._sleep, clock=self._clock)
+            return self.retry.call(fn, what, sleep=self._sleep, clock=self._clock, on_error=self._report_error)
         except KubeApiError as e:
             if e.status == 403:
                 raise KubeApiError(403, f"{e.reason} ({what}); " + RBAC_HINT.format(ns=self.namespace)) from None

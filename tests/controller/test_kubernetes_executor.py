@@ -240,6 +240,28 @@ def test_5xx_and_connection_errors_are_retried_with_growing_jittered_backoff(mak
     assert len(clock.sleeps) == 5 and all(0 <= s <= c for s, c in zip(clock.sleeps, ceilings, strict=True))
 
 
+def test_api_errors_reach_the_metrics_by_kind(make, fake, clock):
+    from prometheus_client import CollectorRegistry
+
+    from controller.config import build_config
+    from controller.evaluators.table import evaluate_trial
+    from controller.executors import InlineExecutor
+    from controller.metrics import SearchMetrics
+    from controller.search import Search
+
+    search = Search(build_config({"space": "nb201", "evaluator": "table", "trials": 1}), InlineExecutor(evaluate_trial))
+    metrics = SearchMetrics("run-x", CollectorRegistry())
+    executor = make()
+    # What the runner wires: each API error becomes an "error" event for the metrics listener.
+    executor.on_error = lambda kind: metrics("error", search, {"component": "kubernetes", "kind": kind})
+    fake.fail("create_job", 500, times=2)
+    fake.fail("create_job", None)
+    executor.submit(trial(0))
+    value = metrics.registry.get_sample_value
+    assert value("nasrl_errors_total", {"run": "run-x", "component": "kubernetes", "kind": "500"}) == 2
+    assert value("nasrl_errors_total", {"run": "run-x", "component": "kubernetes", "kind": "connection"}) == 1
+
+
 def test_429_waits_as_long_as_retry_after_says(make, fake, clock):
     executor = make()
     fake.fail("create_job", 429, retry_after=7)
