@@ -15,7 +15,7 @@ from controller.errors import ConfigError
 from controller.executors.k8s_config import KubernetesConfig
 from controller.policies import STRATEGIES, EvolutionConfig, ReinforceConfig
 from controller.settings import from_mapping, merge, to_mapping
-from controller.spaces import SPACES
+from controller.spaces import SPACES, BaseSpace, make_space
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
 EVALUATORS = ("train", "table")
@@ -142,8 +142,6 @@ class SearchConfig:
         return self
 
     def space_options(self, num_layers: int | None = None) -> dict[str, Any]:
-        from controller.spaces import make_space
-
         if self.space == "rnn":
             make_space("rnn", base=self.rnn_base)
             return {"base": self.rnn_base}
@@ -158,6 +156,14 @@ class SearchConfig:
         }
         make_space("conv", **options)
         return options
+
+    def make_space(self, num_layers: int | None = None) -> BaseSpace:
+        """The configured space (for conv, at ``num_layers`` deep; default ``start_layers``)."""
+        return make_space(self.space, **self.space_options(num_layers))
+
+    def space_of(self, architecture: dict[str, Any]) -> BaseSpace:
+        """The configured space an architecture of this run belongs to (conv: at its own depth)."""
+        return self.make_space(len(architecture["layers"]) if self.space == "conv" else None)
 
     def run_id(self) -> str:
         """CleanRL-style: space__strategy__seed__time."""

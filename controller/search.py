@@ -28,7 +28,7 @@ from controller.policies import (
 )
 from controller.run_layout import RunFiles
 from controller.schedule import DepthSchedule
-from controller.spaces import BaseSpace, architecture_id, make_space
+from controller.spaces import BaseSpace, architecture_id
 
 Listener = Callable[[str, "Search", Any], None]
 
@@ -67,7 +67,7 @@ class Search:
         self.files = files
         self.listeners = listeners or []
         self.schedule = DepthSchedule(config.start_layers, config.grow_every, config.grow_by, config.max_layers)
-        self.policy = make_policy(config, self._space_with(config.max_layers))
+        self.policy = make_policy(config, config.make_space(config.max_layers))
         self.ledger = Ledger()
         self.state = SearchState(run_id or config.run_id(), replicas=[[] for _ in range(config.replicas)])
         self.resumed = False
@@ -77,16 +77,12 @@ class Search:
                 self._restore(checkpoint)
 
     # -- spaces -----------------------------------------------------------------------------
-    def _space_with(self, num_layers: int) -> BaseSpace:
-        return make_space(self.config.space, **self.config.space_options(num_layers))
-
     def space_for(self, number: int) -> BaseSpace:
         """The space trial ``number`` is sampled from (the conv space deepens on schedule)."""
-        return self._space_with(self.schedule.layers_at(number) if self.config.space == "conv" else 0)
+        return self.config.make_space(self.schedule.layers_at(number) if self.config.space == "conv" else None)
 
     def space_of(self, architecture: dict[str, Any]) -> BaseSpace:
-        layers = len(architecture["layers"]) if self.config.space == "conv" else 0  # other spaces: fixed size
-        return self._space_with(layers)
+        return self.config.space_of(architecture)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, poll_seconds: float = 0.5) -> dict[str, Any]:

@@ -16,7 +16,6 @@ def show_run(run_dir: str, top: int = 10) -> str:
         raise NasrlError(f"run directory {run_dir!r} has no summary.json or checkpoint: is it a nasrl run?")
     ledger = Ledger.from_list(checkpoint["ledger"], checkpoint["finish_order"])
     from controller.config import config_from_yaml_text
-    from controller.search import Search
 
     config = config_from_yaml_text(files.read_config() or "")
     lines = [
@@ -34,7 +33,7 @@ def show_run(run_dir: str, top: int = 10) -> str:
         )
     rows = ledger.top(top)
     if rows:
-        space_of = Search.space_of.__get__(_SpaceOnly(config))  # type: ignore[attr-defined]
+        space_of = config.space_of
         # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
         quality = "val ppl" if config.space == "rnn" else "reward"
         lines += ["", f"{'rank':>4}  {'trial':<7} {quality:>8} {'params':>9}  architecture"]
@@ -56,15 +55,3 @@ def show_run(run_dir: str, top: int = 10) -> str:
             reasons[(r.reason or "").split(":")[0]] = reasons.get((r.reason or "").split(":")[0], 0) + 1
         lines += ["", "failures  " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))]
     return "\n".join(lines)
-
-
-class _SpaceOnly:
-    """Enough of a Search for ``Search.space_of``."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def _space_with(self, num_layers: int):
-        from controller.spaces import make_space
-
-        return make_space(self.config.space, **self.config.space_options(num_layers))
