@@ -15,8 +15,8 @@ from typing import Any
 from components.trainer.data_store import resolve_data_dir
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import EXIT_CODES, TrainerError
-from components.trainer.lm import Corpus, LMConfig, load_ptb, train_lm
-from components.trainer.train import TrainConfig, train_child
+from components.trainer.lm import Corpus, LMConfig, LMResult, load_ptb, train_lm
+from components.trainer.train import TrainConfig, TrainResult, train_child
 from controller.errors import NasrlError
 from controller.run_layout import RunFiles
 from controller.stores import KeyNotFound, open_store
@@ -71,14 +71,7 @@ def _train_lm(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any
         return _failure("dataset_error", str(e))
     config = LMConfig(**payload.get("lm", {}), seed=int(payload.get("seed", 0)), num_threads=num_threads)
     outcome = train_lm(payload["architecture"], corpus, config)
-    result = outcome.to_dict()
-    result["metrics"] = {
-        "params": outcome.params,
-        "train_seconds": outcome.train_seconds,
-        "val_perplexity": outcome.val_perplexity,
-        "curves": outcome.curves,
-    }
-    return result
+    return _with_metrics(outcome, "val_perplexity")
 
 
 def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
@@ -97,11 +90,16 @@ def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
     settings["reward_transform"] = "identity"
     config = TrainConfig(**settings, seed=int(payload.get("seed", 0)), num_threads=num_threads)
     outcome = train_child(payload["architecture"], data, config)
+    return _with_metrics(outcome, "val_accuracy")
+
+
+def _with_metrics(outcome: TrainResult | LMResult, quality: str) -> dict[str, Any]:
+    """The trainer's result plus the ``metrics`` the ledger keeps: size, time, its quality measure, curves."""
     result = outcome.to_dict()
     result["metrics"] = {
         "params": outcome.params,
         "train_seconds": outcome.train_seconds,
-        "val_accuracy": outcome.val_accuracy,
+        quality: getattr(outcome, quality),
         "curves": outcome.curves,
     }
     return result
