@@ -33,7 +33,7 @@ from components.trainer.errors import (
     InvalidConfig,
 )
 from components.trainer.rnn_cell import RNNCell, State, compile_cell
-from components.trainer.train import _is_out_of_memory, resolve_device
+from components.trainer.train import _is_out_of_memory, out_of_memory_reason, resolve_device, torch_threads
 
 PTB_SPLITS = ("train", "valid", "test")
 PTB_VOCAB_SIZE = 10_000
@@ -334,27 +334,23 @@ def train_lm(
     except InvalidArchitecture as error:
         return failed("invalid_architecture", str(error), None)
     torch.manual_seed(config.seed)
-    threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     model: RNNLanguageModel | None = None
     params: int | None = None
     out_of_memory: str | None = None
-    try:
-        model = build_lm(architecture, corpus.vocab_size, config)
-        params = count_parameters(model)
-        if params > config.max_parameters:
-            return failed("too_large", f"{params:,} parameters exceed max_parameters={config.max_parameters:,}", params)
-        _fit(model, corpus, config, resolve_device(config.device), curves)
-    except _Diverged as error:
-        return failed("nan_loss", str(error), params)
-    except (MemoryError, RuntimeError) as error:
-        if not _is_out_of_memory(error):
-            raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        out_of_memory = f"out of memory training {params or 0:,} parameters: {first_line}"
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(config.num_threads):
+        try:
+            model = build_lm(architecture, corpus.vocab_size, config)
+            params = count_parameters(model)
+            if params > config.max_parameters:
+                reason = f"{params:,} parameters exceed max_parameters={config.max_parameters:,}"
+                return failed("too_large", reason, params)
+            _fit(model, corpus, config, resolve_device(config.device), curves)
+        except _Diverged as error:
+            return failed("nan_loss", str(error), params)
+        except (MemoryError, RuntimeError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            out_of_memory = out_of_memory_reason(error, params)
     if out_of_memory is not None:
         del model  # outside the except block, where the traceback no longer pins the activations
         if torch.cuda.is_available():

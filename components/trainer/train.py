@@ -7,9 +7,10 @@ them and moves on, and a trial Job exits with `EXIT_CODES[reason_code]`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, NamedTuple
 
@@ -140,6 +141,24 @@ def transform_reward(val_accuracy: float, transform: str) -> float:
     return val_accuracy**3 if transform == "cube" else val_accuracy
 
 
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Use ``num_threads`` torch CPU threads inside the block (None: leave the setting), then restore it."""
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def out_of_memory_reason(error: BaseException, params: int | None) -> str:
+    """The FAILED "too_large" reason for an out-of-memory error: the parameter count and the error's first line."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"out of memory training {params or 0:,} parameters: {first_line}"
+
+
 def train_child(
     architecture: Mapping[str, Any],
     data: DatasetSplits,
@@ -169,24 +188,19 @@ def train_child(
         return failed("too_large", reason, params)
 
     torch.manual_seed(config.seed)
-    threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     model: nn.Module | None = None
     out_of_memory: str | None = None
-    try:
-        model = build_model(architecture, data.in_channels, data.num_classes)
-        set_bn_eps(model, config.bn_eps)
-        _fit(model, data, config, resolve_device(config.device), curves)
-    except _Diverged as error:
-        return failed("nan_loss", str(error), params)
-    except (MemoryError, RuntimeError) as error:
-        if not _is_out_of_memory(error):
-            raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        out_of_memory = f"out of memory training {params:,} parameters: {first_line}"
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(config.num_threads):
+        try:
+            model = build_model(architecture, data.in_channels, data.num_classes)
+            set_bn_eps(model, config.bn_eps)
+            _fit(model, data, config, resolve_device(config.device), curves)
+        except _Diverged as error:
+            return failed("nan_loss", str(error), params)
+        except (MemoryError, RuntimeError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            out_of_memory = out_of_memory_reason(error, params)
     if out_of_memory is not None:
         # Outside the except block: the traceback, which pins the activations, is gone by now.
         del model
