@@ -33,9 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespace of the trial Jobs with --executor kubernetes (default: default)",
     )
 
-    train = sub.add_parser("train", help="train one trial's child and publish its result (what a worker or a Job runs)")
-    train.add_argument("--trial", required=True, metavar="RUN/trials/ID", help="the trial folder")
+    train = sub.add_parser("train", help="train trials' children and publish their results (what a worker or Job runs)")
+    train.add_argument(
+        "--trial",
+        required=True,
+        action="append",
+        metavar="RUN/trials/ID",
+        help="a trial folder; repeat it for a batch, trained in this order",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument(
+        "--children-per-gpu",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N trials of the batch at once, sharing the GPU (default: 1)",
+    )
 
     report = sub.add_parser("report", help="write PNG plots of one or more runs (overlaid)")
     report.add_argument("runs", nargs="+", metavar="RUN", help="run directories; the first one is the main run")
@@ -194,15 +207,23 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from components.trainer.trial import exit_code, run_trial, split_trial_uri
+    from components.trainer.trial import exit_code, run_trials, split_trial_uri
 
-    run_uri, trial_id = split_trial_uri(args.trial)
-    result = run_trial(run_uri, trial_id, num_threads=args.threads)
-    if result.get("status") == "COMPLETE":
-        print(f"{trial_id}: COMPLETE reward {result['reward']:.4f} ({result.get('params', '?')} parameters)")
-    else:
-        print(f"{trial_id}: FAILED {result.get('reason_code')}: {result.get('reason')}", file=sys.stderr)
-    return exit_code(result)
+    if args.children_per_gpu < 1:
+        raise NasrlError(f"--children-per-gpu: {args.children_per_gpu} is not allowed (allowed: an integer >= 1)")
+    for uri in args.trial:
+        split_trial_uri(uri)  # every folder named right before the first child trains
+    results = run_trials(args.trial, args.children_per_gpu, num_threads=args.threads)
+    for result in results:
+        trial_id = result.get("trial_id", "?")
+        if result.get("status") == "COMPLETE":
+            print(f"{trial_id}: COMPLETE reward {result['reward']:.4f} ({result.get('params', '?')} parameters)")
+        else:
+            print(f"{trial_id}: FAILED {result.get('reason_code')}: {result.get('reason')}", file=sys.stderr)
+    if len(results) == 1:
+        return exit_code(results[0])
+    # A batch: every trial's result is in the store, each deciding its own trial; the Job itself succeeded.
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,20 +23,54 @@ EXECUTORS = ("local", "kubernetes")
 DATASETS = ("fashion-mnist", "digits", "cifar10", "ptb")
 # Settings of the child language model that the search sets per trial, not the user.
 LM_PER_TRIAL = ("seed", "num_threads")
-LR_SCHEDULES = ("cosine", "step", "constant")
+LR_SCHEDULES = ("cosine", "step", "constant", "onecycle")
+FAST_MODES = ("auto", "on", "off")
+# Ready-made child training recipes (``child.recipe``): they fill the child settings the config does not
+# set itself. "proxy" is the fast CIFAR-10 trainers' recipe, cut short for ranking children (see
+# bench/proxy_fidelity.py for how well it ranks); "paper" is Zoph & Le's 50 epochs.
+RECIPES: dict[str, dict[str, Any]] = {
+    "proxy": {
+        "epochs": 5,
+        "batch_size": 256,
+        "learning_rate": 0.2,  # the paper's 0.1 at batch 128, scaled with the batch
+        "lr_schedule": "onecycle",
+        "warmup_fraction": 0.25,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.2,
+        "reward_window": 1,  # a one-cycle run ends at its best: read the last epoch
+    },
+    "paper": {
+        "epochs": 50,
+        "batch_size": 128,
+        "learning_rate": 0.1,
+        "lr_schedule": "cosine",  # the paper names no schedule; see the README
+        "weight_decay": 1e-4,
+        "label_smoothing": 0.0,
+        "reward_window": 5,
+    },
+}
 
 
 @dataclass
 class ChildConfig:
+    recipe: str | None = None  # "proxy" or "paper": fills the settings below that you do not set (see README)
     epochs: int = 10  # training epochs per child (paper: 50)
     batch_size: int = 128  # images per SGD step
     learning_rate: float = 0.1  # peak SGD learning rate, Nesterov momentum 0.9 (paper: 0.1)
-    lr_schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75%) or "constant"
+    lr_schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75%), "constant" or "onecycle"
+    warmup_fraction: float = 0.25  # "onecycle": share of the steps spent rising to the peak rate
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (the fast CIFAR-10 trainers use 0.2)
     weight_decay: float = 1e-4  # L2 penalty (paper: 1e-4)
     reward_window: int = 5  # reward = best validation accuracy of the last min(this, epochs) epochs (paper: 5)
     max_parameters: int = 50_000_000  # larger children fail as "too_large" before training
     augment: bool = True  # random crop with padding and, where it makes sense, horizontal flip
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    fast: str = "auto"  # GPU fast path (uint8 data on the GPU, bf16, channels-last): "auto" (on CUDA), "on", "off"
+    compile: bool = False  # torch.compile each child (fast path; pays off for children trained for minutes)
+
+    def train_settings(self) -> dict[str, Any]:
+        """The trainer's TrainConfig fields (the recipe is already applied)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "recipe"}
 
 
 @dataclass
@@ -55,7 +89,10 @@ class SearchConfig:
     data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place
     train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
     executor: str = "local"  # where children train: "local" (worker processes) or "kubernetes" (one Job each)
-    workers: int = 2  # local worker processes training children in parallel
+    workers: int = 2  # local worker processes training children in parallel (on the CPU)
+    # Children training at once on one GPU: local workers per visible GPU (replacing `workers` when there
+    # are GPUs), and trials at once inside each Kubernetes Job.
+    children_per_gpu: int = 1
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
     # -- rnn space (dataset "ptb") --------------------------------------------------------------
@@ -120,6 +157,15 @@ class SearchConfig:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", self.metrics_port, "0..65535, or null for no metrics server")
         _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)
+        _choice("child.fast", self.child.fast, FAST_MODES)
+        if self.child.recipe is not None:
+            _choice("child.recipe", self.child.recipe, tuple(RECIPES))
+        if not 0 <= self.child.label_smoothing < 1:
+            raise ConfigError("child.label_smoothing", self.child.label_smoothing, "a number in [0, 1)")
+        if not 0 < self.child.warmup_fraction < 1:
+            raise ConfigError("child.warmup_fraction", self.child.warmup_fraction, "a number in (0, 1)")
+        if self.children_per_gpu < 1:
+            raise ConfigError("children_per_gpu", self.children_per_gpu, "an integer >= 1")
         if self.workers < 1:
             raise ConfigError("workers", self.workers, "an integer >= 1")
         if self.train_subset is not None and self.train_subset < 10:
@@ -199,7 +245,18 @@ def build_config(*layers: dict[str, Any]) -> SearchConfig:
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer)
-    return from_mapping(SearchConfig, merged).validate()
+    return from_mapping(SearchConfig, with_recipe(merged)).validate()
+
+
+def with_recipe(settings: dict[str, Any]) -> dict[str, Any]:
+    """``child.recipe``'s values under the child settings given explicitly: those win."""
+    child = settings.get("child")
+    recipe = child.get("recipe") if isinstance(child, dict) else None
+    if recipe is None:
+        return settings
+    if recipe not in RECIPES:
+        raise ConfigError("child.recipe", recipe, " | ".join(RECIPES) + ", or null")
+    return settings | {"child": merge(RECIPES[recipe], child)}
 
 
 def config_from_yaml_text(text: str) -> SearchConfig:

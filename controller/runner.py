@@ -63,7 +63,22 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
         return KubernetesExecutor(files.store.uri, config.kubernetes, store=files.store)
     from controller.executors.local import LocalExecutor
 
-    return LocalExecutor(files.store.uri, workers=config.workers, trial_timeout=config.trial_timeout)
+    return LocalExecutor(
+        files.store.uri,
+        workers=config.workers,
+        trial_timeout=config.trial_timeout,
+        gpus=local_gpus(config),
+        children_per_gpu=config.children_per_gpu,
+    )
+
+
+def local_gpus(config: SearchConfig) -> int:
+    """GPUs the local workers spread over: none when children are told to train on the CPU."""
+    if config.child.device == "cpu" or config.lm.device == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:

@@ -152,7 +152,7 @@ class Search:
                 "train_subset": self.config.train_subset,
                 "seed": self.config.seed,  # one split for the whole run: rewards stay comparable
             },
-            "train": dataclasses.asdict(self.config.child),
+            "train": self.config.child.train_settings(),
             "lm": {k: v for k, v in dataclasses.asdict(self.config.lm).items() if k not in ("seed", "num_threads")},
         }
 

@@ -2,13 +2,18 @@
 
 This is what ``nasrl train --trial RUN/trials/<id>`` runs, in a local worker process or in a
 Kubernetes Job: the trial folder is self-contained (architecture, dataset, training settings, seed),
-so the trainer needs nothing but the store.
+so the trainer needs nothing but the store. A Job given several ``--trial`` folders trains them in
+sequence (one pod start, one dataset load) and ``--children-per-gpu N`` of them at once.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -94,15 +99,50 @@ def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
 
 
 def _with_metrics(outcome: TrainResult | LMResult, quality: str) -> dict[str, Any]:
-    """The trainer's result plus the ``metrics`` the ledger keeps: size, time, its quality measure, curves."""
+    """The trainer's result plus the ``metrics`` the ledger keeps: size, time, its quality measure, curves,
+    and where it ran (the GPU a worker or a Job was given, if any)."""
     result = outcome.to_dict()
     result["metrics"] = {
         "params": outcome.params,
         "train_seconds": outcome.train_seconds,
         quality: getattr(outcome, quality),
         "curves": outcome.curves,
+        "host": os.uname().nodename,
     }
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        result["metrics"]["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return result
+
+
+def run_trials(
+    trial_uris: Sequence[str], children_at_once: int = 1, num_threads: int | None = None
+) -> list[dict[str, Any]]:
+    """Train several trials (``RUN/trials/<id>`` each), ``children_at_once`` at a time, in this order.
+
+    One at a time, they run in this process and share its loaded dataset. With more, each of
+    ``children_at_once`` spawned processes takes the next trial as it finishes one (small children leave
+    most of a GPU idle; several keep it busy), and loads the dataset once. The CPU threads are split
+    between them. Every trial publishes its own result.json, so the controller's accounting stays per trial.
+    """
+    pairs = [split_trial_uri(uri) for uri in trial_uris]
+    if children_at_once <= 1 or len(pairs) <= 1:
+        return [run_trial(run, trial_id, num_threads) for run, trial_id in pairs]
+    workers = min(children_at_once, len(pairs))
+    threads = num_threads or max(1, (os.cpu_count() or 1) // workers)
+    # spawn: torch (and CUDA) must not be inherited half-initialised through fork.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_trial_safely, run, trial_id, threads) for run, trial_id in pairs]
+        return [f.result() for f in futures]
+
+
+def _run_trial_safely(run_uri: str, trial_id: str, num_threads: int) -> dict[str, Any]:
+    try:
+        return run_trial(run_uri, trial_id, num_threads)
+    except Exception as e:  # one child's bug must not cost the batch's other trials their results
+        result = _failure("trainer_error", f"{type(e).__name__}: {e}") | {"trial_id": trial_id}
+        files = RunFiles(open_store(run_uri))
+        files.publish_result(trial_id, result)
+        return files.read_result(trial_id) or result
 
 
 def _failure(code: str, message: str) -> dict[str, Any]:

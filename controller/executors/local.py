@@ -4,6 +4,10 @@ Each worker is a long-lived process that imports torch once, loads the dataset o
 one child after another, so a trial costs its training and little else. The parent hands each trial
 to one idle worker, so it always knows which worker holds which trial: a worker that dies or runs
 past the per-trial timeout is replaced, and its trial is recorded FAILED with the reason.
+
+With GPUs, each worker is pinned to one (``CUDA_VISIBLE_DEVICES``), ``children_per_gpu`` workers per GPU:
+small children leave most of a GPU idle, and several processes keep it busy. A replaced worker takes
+its predecessor's GPU.
 """
 
 from __future__ import annotations
@@ -26,39 +30,52 @@ from controller.ledger import TrialRecord
 class _Worker:
     process: BaseProcess
     inbox: Any  # multiprocessing queue of trial ids (None = stop)
+    gpu: int | None  # the GPU this worker sees as its only one; None: the CPU (or every GPU, with gpus=0)
     trial_id: str | None = None
     started_at: float = 0.0
 
 
 class LocalExecutor(BaseExecutor):
+    """``workers`` processes on the CPU; with ``gpus`` > 0, ``children_per_gpu`` processes on each GPU."""
+
     def __init__(
-        self, run_uri: str, workers: int = 2, trial_timeout: float | None = None, threads_per_worker: int | None = None
+        self,
+        run_uri: str,
+        workers: int = 2,
+        trial_timeout: float | None = None,
+        threads_per_worker: int | None = None,
+        *,
+        gpus: int = 0,
+        children_per_gpu: int = 1,
     ) -> None:
         self.run_uri = run_uri
-        self.capacity = workers
+        slots: list[int | None] = [None] * workers
+        if gpus:
+            slots = [gpu for gpu in range(gpus) for _ in range(children_per_gpu)]
+        self.capacity = len(slots)
         self.trial_timeout = trial_timeout
         # W workers share the cores: more threads each would only oversubscribe them.
-        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // self.capacity)
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: no torch state inherited through fork
         self._results = self._ctx.Queue()
         self._workers: dict[int, _Worker] = {}
         self._next_id = 0
         self._ready: list[Outcome] = []
-        for _ in range(workers):
-            self._start_worker()
+        for gpu in slots:
+            self._start_worker(gpu)
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, gpu: int | None) -> None:
         wid = self._next_id
         self._next_id += 1
         inbox = self._ctx.Queue()
         process = self._ctx.Process(
             target=worker_main,
-            args=(wid, self.run_uri, self.threads, inbox, self._results, os.getpid()),
+            args=(wid, self.run_uri, self.threads, inbox, self._results, os.getpid(), gpu),
             name=f"nasrl-worker-{wid}",
             daemon=True,
         )
         process.start()
-        self._workers[wid] = _Worker(process, inbox)
+        self._workers[wid] = _Worker(process, inbox, gpu)
 
     def submit(self, trial: TrialRecord) -> None:
         idle = [w for w in self._workers.values() if w.trial_id is None]
@@ -121,7 +138,7 @@ class LocalExecutor(BaseExecutor):
             if worker.trial_id is not None:
                 self._ready.append(Outcome(worker.trial_id, "FAILED", reason=reason))
             del self._workers[wid]
-            self._start_worker()
+            self._start_worker(worker.gpu)
 
     def close(self) -> None:
         for worker in self._workers.values():
@@ -158,8 +175,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def worker_main(wid: int, run_uri: str, threads: int, inbox: Any, results: Any, parent_pid: int = 0) -> None:
+def worker_main(
+    wid: int, run_uri: str, threads: int, inbox: Any, results: Any, parent_pid: int = 0, gpu: int | None = None
+) -> None:
     _die_with_parent(parent_pid or os.getppid())
+    if gpu is not None:
+        # Before torch initialises CUDA: the worker then sees its GPU as cuda:0, and "auto" picks it.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else None
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[gpu] if ids and gpu < len(ids) else str(gpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
     import torch
 

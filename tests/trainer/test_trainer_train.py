@@ -22,20 +22,8 @@ from components.trainer.train import (
     random_flip,
     train_child,
 )
+from tests.support.archs import SMALL, layer
 
-
-def layer(filters: int, inputs: list[int], stride: int = 1) -> dict[str, Any]:
-    return {
-        "filter_height": 3,
-        "filter_width": 3,
-        "stride_height": stride,
-        "stride_width": stride,
-        "num_filters": filters,
-        "inputs": inputs,
-    }
-
-
-SMALL = {"space": "conv", "layers": [layer(16, []), layer(24, [0], stride=2), layer(24, [0, 1])]}
 # CPU even where CUDA is present: the reproducibility assertions need deterministic kernels. One thread:
 # on a busy 2-core machine, OpenMP threads waiting on each other turned this 0.2 s run into 28 s.
 FAST = TrainConfig(epochs=3, batch_size=32, learning_rate=0.1, reward_transform="identity", device="cpu", num_threads=1)
@@ -84,7 +72,7 @@ def test_reward_window_ignores_epochs_before_the_last_five(
     def fake_validation(*_args: Any) -> Evaluation:
         return Evaluation(loss=1.0, accuracy=next(scripted))
 
-    monkeypatch.setattr(train_module, "_evaluate_normalised", fake_validation)
+    monkeypatch.setattr(train_module, "_evaluate_batches", fake_validation)
     small = load_dataset("digits", train_subset=32)
     result = train_child(SMALL, small, dataclasses.replace(FAST, epochs=7))
     assert result.curves["val_accuracy"] == [0.9, 0.1, 0.2, 0.6, 0.3, 0.4, 0.5]
