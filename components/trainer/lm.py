@@ -33,7 +33,13 @@ from components.trainer.errors import (
     InvalidConfig,
 )
 from components.trainer.rnn_cell import RNNCell, State, compile_cell
-from components.trainer.train import _is_out_of_memory, out_of_memory_reason, resolve_device, torch_threads
+from components.trainer.train import (
+    LR_DECAY_FACTOR,
+    _is_out_of_memory,
+    out_of_memory_reason,
+    resolve_device,
+    torch_threads,
+)
 
 PTB_SPLITS = ("train", "valid", "test")
 PTB_VOCAB_SIZE = 10_000
@@ -215,6 +221,7 @@ class LMConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"  # plain SGD as Zaremba et al., or Adam
     learning_rate: float = 20.0  # PyTorch word_language_model's 20 for SGD with grad_clip 0.25
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # per step
+    lr_decay_epoch: int | None = None  # multiply the rate by 0.1 after this many epochs (final grid); None: never
     weight_decay: float = 0.0  # L2 penalty through the optimiser
     grad_clip: float = 0.25  # clip the gradient's global norm; keeps exploding cells trainable
     reward_c: float = 80.0  # reward = reward_c / (validation perplexity)^2 (paper: c = 80)
@@ -245,6 +252,12 @@ class LMConfig:
                 raise InvalidConfig(f"{name}: {getattr(self, name)!r} is not allowed (allowed: {', '.join(allowed)})")
         if self.num_threads is not None and self.num_threads < 1:
             raise InvalidConfig(f"num_threads: {self.num_threads} is not allowed (allowed: None or >= 1)")
+        # A decay at or after the last epoch would never happen: a grid point that silently equals another.
+        decay = self.lr_decay_epoch
+        if decay is not None and (type(decay) is not int or not 1 <= decay < self.epochs):
+            raise InvalidConfig(
+                f"lr_decay_epoch: {decay!r} is not allowed (allowed: None or 1..{self.epochs - 1}, below epochs)"
+            )
 
 
 @dataclass(frozen=True)
@@ -376,6 +389,15 @@ class _Diverged(Exception):
     pass
 
 
+def lr_factor(config: LMConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at ``step`` over ``config.learning_rate``: the schedule, times 0.1 from
+    ``lr_decay_epoch`` on (the image trainer's step decay, for the final grid)."""
+    total_steps = config.epochs * steps_per_epoch
+    factor = 0.5 * (1 + math.cos(math.pi * step / total_steps)) if config.lr_schedule == "cosine" else 1.0
+    decayed = config.lr_decay_epoch is not None and step // steps_per_epoch >= config.lr_decay_epoch
+    return factor * (LR_DECAY_FACTOR if decayed else 1.0)
+
+
 def _detach(state: list[State]) -> list[State]:
     """Truncated BPTT: the next segment starts from this state's values but does not backpropagate into it."""
     return [(h.detach(), c.detach()) for h, c in state]
@@ -388,17 +410,13 @@ def _fit(
     train = batchify(corpus.train, config.batch_size).to(device)
     valid = batchify(corpus.valid, config.eval_batch_size).to(device)
     starts = range(0, len(train) - 1, config.bptt)
-    total_steps = config.epochs * len(starts)
     if config.optimizer == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    cosine = config.lr_schedule == "cosine"
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)) if cosine else 1.0
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step, len(starts)))
     for epoch in range(1, config.epochs + 1):
         model.train()
         state = model.initial_state(config.batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from components.trainer.lm import (
     evaluate_lm,
     lm_reward,
     load_ptb,
+    lr_factor,
     train_lm,
     write_ptb_files,
 )
@@ -152,3 +154,29 @@ def test_config_errors_name_the_field(change, message):
     with pytest.raises(InvalidConfig) as e:
         LMConfig(**change)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_decay_epoch_multiplies_the_schedule_by_a_tenth_from_that_epoch_on(schedule):
+    config = LMConfig(epochs=3, lr_schedule=schedule, lr_decay_epoch=2)
+    steps = 10  # per epoch
+    for step in range(3 * steps):
+        cosine = 0.5 * (1 + math.cos(math.pi * step / (3 * steps)))
+        expected = (cosine if schedule == "cosine" else 1.0) * (0.1 if step >= 2 * steps else 1.0)
+        assert lr_factor(config, step, steps) == pytest.approx(expected, abs=1e-12), step
+    assert lr_factor(LMConfig(epochs=3, lr_schedule="constant"), 29, steps) == 1.0  # no decay by default
+
+
+def test_training_follows_the_decayed_rate(tiny_corpus):
+    # The same seed gives the same first epoch; from the decay epoch on the runs part.
+    config = dataclasses.replace(TINY, epochs=2, lr_schedule="constant", num_layers=1, hidden_size=16)
+    plain = train_lm(PAPER_CELL, tiny_corpus, config, keep_model=True)
+    decayed = train_lm(PAPER_CELL, tiny_corpus, dataclasses.replace(config, lr_decay_epoch=1), keep_model=True)
+    assert plain.curves["train_loss"][0] == decayed.curves["train_loss"][0]
+    assert plain.curves["train_loss"][1] != decayed.curves["train_loss"][1]
+
+
+@pytest.mark.parametrize("decay", [0, 3, 1.5])
+def test_a_decay_epoch_that_never_comes_is_refused(decay):
+    with pytest.raises(InvalidConfig, match="lr_decay_epoch"):
+        LMConfig(epochs=3, lr_decay_epoch=decay)
