@@ -77,34 +77,41 @@ def build_pipeline(
         final_learning_rates: list[float] = [0.1, 0.05],  # noqa: B006
         final_weight_decays: list[float] = [1e-4, 5e-4],  # noqa: B006
         final_bn_eps: list[float] = [1e-5, 1e-3],  # noqa: B006
+        final_lm_learning_rates: list[float] = [20.0, 10.0],  # noqa: B006
+        final_lm_weight_decays: list[float] = [0.0, 1e-6],  # noqa: B006
         final_lr_decay_epochs: list[int] = [30, 40],  # noqa: B006
         final_epochs: int = 50,
         executor: str = "kubernetes",
         search_config: str = "{}",
     ):
-        """NAS-RL (Zoph & Le, ICLR 2017): an RL controller searches child CNNs, the best are retrained over a grid.
+        """NAS-RL (Zoph & Le, ICLR 2017): an RL controller searches child CNNs or recurrent cells, the best are
+        retrained over a grid.
 
         Args:
-            space: Search space: "conv", the paper's CNN space (the only one the final training builds).
-            dataset: "fashion-mnist", "cifar10" or "digits".
-            data_dir: Where the dataset is: its store URI from `nasrl data push` (empty: the image's usual place).
+            space: Search space: "conv", the paper's CNN space, or "rnn", its recurrent cell (with dataset "ptb").
+            dataset: "fashion-mnist", "cifar10" or "digits" for conv; "ptb" (Penn Treebank) for rnn.
+            data_dir: Where the dataset is: its store URI from `nasrl data push` (empty: the image's usual place;
+                ptb ships in the image).
             strategy: "reinforce" (the paper), "random" or "evolution".
             trials: Children to evaluate in the search.
             parallelism: Children training at once (Kubernetes Jobs; local worker processes with executor "local").
             replicas: K, controller replicas, each with a batch in flight.
             batch: m, children per replica batch; one REINFORCE update per finished batch.
-            child_epochs: Training epochs per child during the search (paper: 50).
-            train_subset: Train search children on this many images (0: the whole training split).
+            child_epochs: Training epochs per child during the search (paper: 50); rnn: lm.epochs.
+            train_subset: Train search children on this many images, or tokens for rnn (0: the whole training split).
             gpus_per_child: nvidia.com/gpu per child Job and per final-training task (0: CPU only).
             image: The nasrl image of every step and every child Job.
             store: Where runs live; this run goes to STORE/kfp-<KFP run id>.
             s3_endpoint: The S3/MinIO endpoint of the store and data_dir (empty: AWS S3 or the pods' environment).
             seed: One seed for the policy, the children, the data split and the final training.
             top_k: Architectures retrained in the final training.
-            final_learning_rates: Final-training grid: learning rates (SGD, Nesterov momentum 0.9).
-            final_weight_decays: Final-training grid: weight decays.
-            final_bn_eps: Final-training grid: batch-norm epsilons.
-            final_lr_decay_epochs: Final-training grid: epochs after which the rate drops 10x (0: never).
+            final_learning_rates: Final-training grid, conv: learning rates (SGD, Nesterov momentum 0.9).
+            final_weight_decays: Final-training grid, conv: weight decays.
+            final_bn_eps: Final-training grid, conv: batch-norm epsilons.
+            final_lm_learning_rates: Final-training grid, rnn: learning rates of the language models (SGD with
+                gradient clipping, unless search_config sets lm.optimizer "adam").
+            final_lm_weight_decays: Final-training grid, rnn: weight decays of the language models.
+            final_lr_decay_epochs: Final-training grid, both spaces: epochs after which the rate drops 10x (0: never).
             final_epochs: Final-training epochs, longer than the search's child_epochs.
             executor: "kubernetes" (children as Jobs) or "local" (worker processes inside the search pod).
             search_config: A JSON object of further `nasrl search` settings, merged over these ({"child": {...}}).
@@ -143,6 +150,8 @@ def build_pipeline(
                 final_bn_eps=final_bn_eps,
                 final_lr_decay_epochs=final_lr_decay_epochs,
                 final_epochs=final_epochs,
+                final_lm_learning_rates=final_lm_learning_rates,
+                final_lm_weight_decays=final_lm_weight_decays,
             )
             # A retry resumes the run from its checkpoint (see components/search/step.py), so it is cheap.
             retry(search_task.set_container_image(image).set_caching_options(False))

@@ -1,8 +1,8 @@
 """The ``final-train`` Kubeflow component: a thin wrapper around :mod:`components.final_train.step`.
 
 Its output is the trained weights (a Model artifact holding the checkpoint), so ``select-and-export``
-exports exactly the model whose validation accuracy it chose instead of retraining it, which on a GPU
-would not even give the same weights.
+exports exactly the model whose validation accuracy (or perplexity) it chose instead of retraining it,
+which on a GPU would not even give the same weights.
 """
 
 from kfp import dsl
@@ -23,21 +23,22 @@ def final_train(
     metrics: Output[Metrics],
 ):
     """Trains one top architecture at one grid point (learning rate, weight decay, batch-norm epsilon,
-    learning-rate decay epoch) on the whole training split, on a GPU when the pod has one.
+    learning-rate decay epoch) on the whole training split, on a GPU when the pod has one. A recurrent
+    cell (space "rnn") trains as the search's language model on Penn Treebank; its grid has no epsilon.
 
     Args:
         candidate: One entry of the search step's plan.
-        dataset: "fashion-mnist", "cifar10" or "digits".
+        dataset: "fashion-mnist", "cifar10" or "digits"; "ptb" for rnn-space candidates.
         data_dir: The dataset's folder or store URI; empty for the usual place.
         epochs: Final-training epochs.
         seed: Seed of the weights, batch order and augmentation.
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
-        model: The checkpoint: result, architecture, normalisation and weights (none if training failed).
-        metrics: Validation accuracy, parameters and training time.
+        model: The checkpoint: result, architecture, normalisation or LM settings, and weights (none if it failed).
+        metrics: Validation accuracy (rnn: validation perplexity), parameters and training time.
     """
     import os
 
-    from components.final_train.step import run_final_train
+    from components.final_train.step import QUALITY, run_final_train
 
     if s3_endpoint:
         os.environ["NASRL_S3_ENDPOINT"] = s3_endpoint
@@ -47,8 +48,9 @@ def final_train(
     # Metadata, so the UI shows each grid point's outcome without opening the file.
     model.metadata.update({"name": checkpoint["candidate"]["name"], "status": checkpoint["status"]})
     if checkpoint["status"] == "COMPLETE":
-        model.metadata["val_accuracy"] = checkpoint["val_accuracy"]
-        metrics.log_metric("val_accuracy", checkpoint["val_accuracy"])
+        quality = QUALITY[checkpoint["kind"]]
+        model.metadata[quality] = checkpoint[quality]
+        metrics.log_metric(quality, checkpoint[quality])
         metrics.log_metric("params", float(checkpoint["params"]))
         metrics.log_metric("train_seconds", checkpoint["train_seconds"])
     else:

@@ -10,12 +10,23 @@ A *candidate* is one architecture at one grid point, as a JSON-ready dict (what 
 
 The architecture travels as a JSON string because KFP passes dicts as protobuf Structs, where every
 number is a float, and the model builder rightly refuses a 3.0-wide filter. ``lr_decay_epoch`` 0 means
-no decay. A training task writes one checkpoint file (:func:`save_checkpoint`): the result, and the
-weights when it completed; ``select-and-export`` reads them back with :func:`load_checkpoint`.
+no decay.
+
+Recurrent cells (the ``rnn`` space, Penn Treebank) train as language models. Their grid has no
+batch-norm epsilon (the language model has no batch norm), so their candidates have no ``bn_eps`` and
+take the grid's own learning rates and weight decays (``lm_learning_rates``, ``lm_weight_decays``:
+SGD on a language model wants rates near 20, not 0.1). They carry the search's language-model settings
+as ``"lm"`` (a JSON string too): the final model has the shape the search measured (hidden size,
+layers, tied softmax, dropout), trained on the whole training split for the final epochs.
+
+A training task writes one checkpoint file (:func:`save_checkpoint`): the result, and the weights when
+it completed; ``select-and-export`` reads them back with :func:`load_checkpoint`. ``kind`` says which
+trainer wrote it: ``"conv"`` (an image classifier) or ``"rnn"`` (a language model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -28,38 +39,66 @@ import torch
 
 from components.trainer.datasets import DatasetSplits
 from components.trainer.errors import InvalidConfig
+from components.trainer.lm import Corpus, LMConfig, train_lm
 from components.trainer.train import TrainConfig, train_child
+from controller.errors import ConfigError
 
-CHECKPOINT_FORMAT = "nasrl.final-train/1"
+CHECKPOINT_FORMAT = "nasrl.final-train/2"
+# Format 1 had no "kind": every such checkpoint holds an image classifier.
+OLD_FORMATS = {"nasrl.final-train/1": "conv"}
+KINDS = ("conv", "rnn")  # the spaces the final training builds: image classifiers and language models
+QUALITY = {"conv": "val_accuracy", "rnn": "val_perplexity"}  # what selection reads, per kind
+LM_DATASET = "ptb"
 
 
 @dataclass(frozen=True)
 class FinalGrid:
-    """The final-training grid; every architecture is trained at every combination."""
+    """The final-training grid; every architecture is trained at every combination of its space's axes:
+    conv (learning rate, weight decay, batch-norm epsilon, decay epoch), rnn (LM learning rate, LM weight
+    decay, decay epoch)."""
 
     learning_rates: Sequence[float]
     weight_decays: Sequence[float]
     bn_eps: Sequence[float]
     lr_decay_epochs: Sequence[int]  # 0: no decay
     epochs: int
+    lm_learning_rates: Sequence[float] = ()  # the rnn space's learning rates
+    lm_weight_decays: Sequence[float] = ()  # the rnn space's weight decays
 
-    def points(self) -> list[dict[str, Any]]:
+    def axes(self, space: str = "conv") -> tuple[str, ...]:
+        if space == "rnn":
+            return ("lm_learning_rates", "lm_weight_decays", "lr_decay_epochs")
+        return ("learning_rates", "weight_decays", "bn_eps", "lr_decay_epochs")
+
+    def points(self, space: str = "conv") -> list[dict[str, Any]]:
+        if space == "rnn":
+            combos = itertools.product(self.lm_learning_rates, self.lm_weight_decays, self.lr_decay_epochs)
+            return [
+                {"learning_rate": float(lr), "weight_decay": float(wd), "lr_decay_epoch": int(d)}
+                for lr, wd, d in combos
+            ]
         combos = itertools.product(self.learning_rates, self.weight_decays, self.bn_eps, self.lr_decay_epochs)
         return [
             {"learning_rate": float(lr), "weight_decay": float(wd), "bn_eps": float(eps), "lr_decay_epoch": int(d)}
             for lr, wd, eps, d in combos
         ]
 
-    def validate(self) -> FinalGrid:
-        """Raise InvalidConfig now for a grid that could never train, not hours later after the search."""
-        for name in ("learning_rates", "weight_decays", "bn_eps", "lr_decay_epochs"):
+    def validate(self, space: str = "conv", lm: Mapping[str, Any] | None = None) -> FinalGrid:
+        """Raise InvalidConfig now for a grid that could never train, not hours later after the search.
+        ``lm``: the search's language-model settings, for the rnn space."""
+        if space not in KINDS:
+            raise ConfigError("space", space, " | ".join(KINDS) + " (the spaces the final training builds)")
+        for name in self.axes(space):
             if not list(getattr(self, name)):
                 raise InvalidConfig(f"final {name}: [] is not allowed (allowed: a list of at least one value)")
         for decay in self.lr_decay_epochs:
             if isinstance(decay, float) and not decay.is_integer():
                 raise InvalidConfig(f"final lr_decay_epochs: {decay!r} is not allowed (allowed: whole epochs)")
-        for point in self.points():
-            train_config(point, self.epochs)
+        for point in self.points(space):
+            if space == "rnn":
+                lm_config(point, self.epochs, lm or {})
+            else:
+                train_config(point, self.epochs)
         return self
 
 
@@ -81,15 +120,40 @@ def train_config(point: Mapping[str, Any], epochs: int, seed: int = 0, device: s
     )
 
 
+def lm_config(
+    point: Mapping[str, Any], epochs: int, lm: Mapping[str, Any], seed: int = 0, device: str = "auto"
+) -> LMConfig:
+    """How one grid point of a language model trains: the search's model and its training mechanics
+    (``lm``: batch, BPTT, dropout, optimiser, clipping ...), with the grid's rate, decay and weight decay,
+    a constant rate with the step decay, and the last epoch's perplexity, as :func:`train_config`."""
+    return dataclasses.replace(
+        LMConfig(**{k: v for k, v in lm.items() if k not in ("seed", "num_threads", "device")}),
+        epochs=int(epochs),
+        learning_rate=float(point["learning_rate"]),
+        weight_decay=float(point["weight_decay"]),
+        lr_schedule="constant",
+        lr_decay_epoch=int(point["lr_decay_epoch"]) or None,
+        reward_window=1,
+        seed=int(seed),
+        device=device,
+    )
+
+
 def candidate_name(rank: int, trial_id: str, point: Mapping[str, Any]) -> str:
     decay = int(point["lr_decay_epoch"])
-    grid = f"lr{point['learning_rate']:g}-wd{point['weight_decay']:g}-eps{point['bn_eps']:g}"
+    grid = f"lr{point['learning_rate']:g}-wd{point['weight_decay']:g}"
+    if point.get("bn_eps") is not None:
+        grid += f"-eps{point['bn_eps']:g}"
     return f"r{rank}-{trial_id}-{grid}-" + (f"d{decay}" if decay else "nodecay")
 
 
-def plan_candidates(top: Sequence[Mapping[str, Any]], grid: FinalGrid) -> list[dict[str, Any]]:
-    """Every top architecture at every grid point, in (rank, grid) order; ``index`` breaks ties later."""
-    points = grid.validate().points()
+def plan_candidates(
+    top: Sequence[Mapping[str, Any]], grid: FinalGrid, space: str = "conv", lm: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every top architecture at every grid point, in (rank, grid) order; ``index`` breaks ties later.
+    ``lm``: the search's language-model settings, which rnn candidates carry."""
+    points = grid.validate(space, lm).points(space)
+    extra = {"lm": json.dumps(dict(lm or {}), sort_keys=True)} if space == "rnn" else {}
     out: list[dict[str, Any]] = []
     for entry in top:
         for point in points:
@@ -102,36 +166,66 @@ def plan_candidates(top: Sequence[Mapping[str, Any]], grid: FinalGrid) -> list[d
                     "search_reward": float(entry["reward"]),
                     "architecture": json.dumps(entry["architecture"], sort_keys=True),
                 }
+                | extra
                 | point
             )
     return out
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def candidate_kind(candidate: Mapping[str, Any]) -> str:
+    """``"conv"`` or ``"rnn"``: the space of the candidate's architecture."""
+    kind = _json(candidate["architecture"]).get("space", "conv")
+    if kind not in KINDS:
+        raise ConfigError("candidate architecture space", kind, " | ".join(KINDS))
+    return kind
+
+
 def normalise_candidate(candidate: Mapping[str, Any]) -> dict[str, Any]:
     """The candidate with its types restored (KFP hands every number back as a float)."""
-    missing = sorted(
-        {"index", "name", "rank", "trial_id", "architecture", "learning_rate", "weight_decay", "bn_eps"}
-        - set(candidate)
-    )
+    required = {"index", "name", "rank", "trial_id", "architecture", "learning_rate", "weight_decay"}
+    kind = candidate_kind(candidate) if "architecture" in candidate else "conv"
+    missing = sorted((required | ({"lm"} if kind == "rnn" else {"bn_eps"})) - set(candidate))
     if missing:
         raise InvalidConfig(f"candidate: missing keys {missing} (a candidate comes from plan_candidates)")
-    architecture = candidate["architecture"]
-    return dict(candidate) | {
+    out = dict(candidate) | {
         "index": int(candidate["index"]),
         "rank": int(candidate["rank"]),
         "search_reward": None if candidate.get("search_reward") is None else float(candidate["search_reward"]),
-        "architecture": json.loads(architecture) if isinstance(architecture, str) else dict(architecture),
+        "architecture": _json(candidate["architecture"]),
         "learning_rate": float(candidate["learning_rate"]),
         "weight_decay": float(candidate["weight_decay"]),
-        "bn_eps": float(candidate["bn_eps"]),
         "lr_decay_epoch": int(candidate.get("lr_decay_epoch") or 0),
+    }
+    if kind == "rnn":
+        return out | {"lm": _json(candidate["lm"])}
+    return out | {"bn_eps": float(candidate["bn_eps"])}
+
+
+def _checkpoint(candidate: Mapping[str, Any], kind: str, epochs: int, outcome: Any) -> dict[str, Any]:
+    """What every checkpoint holds, whichever trainer produced ``outcome``."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "candidate": {k: v for k, v in candidate.items() if k not in ("architecture", "lm")},
+        "architecture": candidate["architecture"],
+        "status": outcome.status,
+        "reason": None if outcome.reason_code is None else f"{outcome.reason_code}: {outcome.reason}",
+        "params": outcome.params,
+        "epochs": int(epochs),
+        "train_seconds": outcome.train_seconds,
+        "curves": outcome.curves,
+        "state_dict": None if outcome.model is None else outcome.model.state_dict(),
     }
 
 
 def train_candidate(
     candidate: Mapping[str, Any], data: DatasetSplits, epochs: int, seed: int = 0, device: str = "auto"
 ) -> dict[str, Any]:
-    """Train one candidate; returns the checkpoint dict (see :func:`save_checkpoint`).
+    """Train one conv candidate; returns the checkpoint dict (see :func:`save_checkpoint`).
 
     A failed training (NaN loss, too large, out of memory) is a result with status FAILED and no weights,
     not an exception: one bad grid point must not stop the others from being compared.
@@ -139,17 +233,8 @@ def train_candidate(
     candidate = normalise_candidate(candidate)
     config = train_config(candidate, epochs, seed=seed, device=device)
     outcome = train_child(candidate["architecture"], data, config, keep_model=True)
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "candidate": {k: v for k, v in candidate.items() if k != "architecture"},
-        "architecture": candidate["architecture"],
-        "status": outcome.status,
+    return _checkpoint(candidate, "conv", epochs, outcome) | {
         "val_accuracy": outcome.val_accuracy,
-        "reason": None if outcome.reason_code is None else f"{outcome.reason_code}: {outcome.reason}",
-        "params": outcome.params,
-        "epochs": int(epochs),
-        "train_seconds": outcome.train_seconds,
-        "curves": outcome.curves,
         "dataset": {
             "name": data.name,
             "num_classes": data.num_classes,
@@ -158,7 +243,23 @@ def train_candidate(
             "mean": list(data.mean),
             "std": list(data.std),
         },
-        "state_dict": None if outcome.model is None else outcome.model.state_dict(),
+    }
+
+
+def train_lm_candidate(
+    candidate: Mapping[str, Any], corpus: Corpus, epochs: int, seed: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """Train one rnn candidate as a language model on ``corpus``; the checkpoint adds the LM config it
+    trained with (all of it: what rebuilds the model) and the vocabulary size. Failures as
+    :func:`train_candidate`."""
+    candidate = normalise_candidate(candidate)
+    config = lm_config(candidate, epochs, candidate["lm"], seed=seed, device=device)
+    outcome = train_lm(candidate["architecture"], corpus, config, keep_model=True)
+    return _checkpoint(candidate, "rnn", epochs, outcome) | {
+        "val_perplexity": outcome.val_perplexity,
+        "reward": outcome.reward,
+        "lm": dataclasses.asdict(config),
+        "dataset": {"name": LM_DATASET, "vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train)},
     }
 
 
@@ -173,9 +274,19 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     # weights_only: tensors and plain containers only, so a checkpoint cannot run code when read.
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    version = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+    if version in OLD_FORMATS:
+        return checkpoint | {"kind": OLD_FORMATS[version]}
+    if version != CHECKPOINT_FORMAT:
         raise InvalidConfig(f"{path}: not a final-train checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return checkpoint
+
+
+def check_dataset(kind: str, dataset: str) -> None:
+    """A named error for a dataset the candidates cannot train on (the search refuses the same pairs)."""
+    if (kind == "rnn") != (dataset == LM_DATASET):
+        wanted = LM_DATASET if kind == "rnn" else "an image dataset (fashion-mnist, digits, cifar10)"
+        raise ConfigError("dataset", dataset, f"{wanted} for {kind}-space candidates")
 
 
 def run_final_train(
@@ -190,10 +301,19 @@ def run_final_train(
 ) -> dict[str, Any]:
     """What the ``final-train`` component runs: load the data, train, write the checkpoint; returns it."""
     from components.trainer.data_store import resolve_data_dir
-    from components.trainer.datasets import load_dataset
 
+    kind = candidate_kind(candidate)
+    check_dataset(kind, dataset)
     # The whole training split: the search may have used a subset, the final model should not.
-    data = load_dataset(dataset, data_dir=resolve_data_dir(data_dir or None), seed=seed)
-    checkpoint = train_candidate(candidate, data, epochs, seed=seed, device=device)
+    if kind == "rnn":
+        from components.trainer.lm import load_ptb
+
+        corpus = load_ptb(data_dir=resolve_data_dir(data_dir or None))
+        checkpoint = train_lm_candidate(candidate, corpus, epochs, seed=seed, device=device)
+    else:
+        from components.trainer.datasets import load_dataset
+
+        data = load_dataset(dataset, data_dir=resolve_data_dir(data_dir or None), seed=seed)
+        checkpoint = train_candidate(candidate, data, epochs, seed=seed, device=device)
     save_checkpoint(checkpoint, checkpoint_path)
     return checkpoint

@@ -40,6 +40,8 @@ def search(
     final_bn_eps: list[float],
     final_lr_decay_epochs: list[int],
     final_epochs: int,
+    final_lm_learning_rates: list[float],
+    final_lm_weight_decays: list[float],
     architectures: Output[Artifact],
     metrics: Output[Metrics],
     table: Output[Markdown],
@@ -50,16 +52,16 @@ def search(
     Args:
         store: Where runs live (s3://bucket/prefix or a folder); this run goes to STORE/kfp-<run id>.
         job_id: The KFP run's id, which names the run folder.
-        space: Search space; "conv", the paper's CNN space.
-        dataset: "fashion-mnist", "cifar10" or "digits".
+        space: Search space: "conv", the paper's CNN space, or "rnn", its recurrent cell (dataset "ptb").
+        dataset: "fashion-mnist", "cifar10" or "digits"; "ptb" with space "rnn".
         data_dir: The dataset's folder or store URI (from `nasrl data push`); empty for the usual place.
         strategy: "reinforce" (the paper), "random" or "evolution".
         trials: Children to evaluate.
         parallelism: Children training at once (Kubernetes Jobs, or local worker processes).
         replicas: K, controller replicas each with a batch in flight.
         batch: m, children per replica batch; one REINFORCE update per finished batch.
-        child_epochs: Training epochs per child during the search.
-        train_subset: Train each child on this many images (0: the whole training split).
+        child_epochs: Training epochs per child during the search (rnn: lm.epochs).
+        train_subset: Train each child on this many images or tokens (0: the whole training split).
         gpus_per_child: nvidia.com/gpu per child Job.
         image: The image of the child Jobs.
         seed: One seed for the policy, the children and the data split.
@@ -69,11 +71,13 @@ def search(
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
         metrics_port: Serve Prometheus /metrics on this port, on all interfaces (0: off).
         top_k: Architectures to retrain in the final training.
-        final_learning_rates: Final-training grid: learning rates.
-        final_weight_decays: Final-training grid: weight decays.
-        final_bn_eps: Final-training grid: batch-norm epsilons.
+        final_learning_rates: Final-training grid: learning rates (conv).
+        final_weight_decays: Final-training grid: weight decays (conv).
+        final_bn_eps: Final-training grid: batch-norm epsilons (conv).
         final_lr_decay_epochs: Final-training grid: epochs after which the rate drops 10x (0: never).
         final_epochs: Final-training epochs.
+        final_lm_learning_rates: Final-training grid: learning rates of the rnn space's language models.
+        final_lm_weight_decays: Final-training grid: weight decays of the rnn space's language models.
         architectures: The top-k architectures (JSON).
         metrics: Best reward, trials completed and failed.
         table: The top-k table.
@@ -108,7 +112,15 @@ def search(
         search_config=search_config,
         env=os.environ,
     )
-    grid = FinalGrid(final_learning_rates, final_weight_decays, final_bn_eps, final_lr_decay_epochs, final_epochs)
+    grid = FinalGrid(
+        learning_rates=final_learning_rates,
+        weight_decays=final_weight_decays,
+        bn_eps=final_bn_eps,
+        lr_decay_epochs=final_lr_decay_epochs,
+        epochs=final_epochs,
+        lm_learning_rates=final_lm_learning_rates,
+        lm_weight_decays=final_lm_weight_decays,
+    )
     step = run_search_step(settings, top_k=top_k, grid=grid)
 
     with open(architectures.path, "w") as f:

@@ -9,16 +9,20 @@ new parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from components.final_train.step import FinalGrid, plan_candidates
+from components.final_train.step import KINDS, FinalGrid, plan_candidates
 from controller.errors import ConfigError, NasrlError
 from controller.settings import merge
+
+if TYPE_CHECKING:
+    from controller.config import SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,9 @@ def search_settings(
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, " | ".join(EXECUTORS))
     env = {} if env is None else env
+    overrides = parse_overrides(search_config)
+    # A language model's epochs are lm.epochs; the space may come from search_config too.
+    trainer = "lm" if overrides.get("space", space) == "rnn" else "child"
     settings: dict[str, Any] = {
         "space": space,
         "strategy": strategy,
@@ -95,7 +102,7 @@ def search_settings(
         "dataset": dataset,
         "data_dir": data_dir or None,
         "train_subset": train_subset or None,
-        "child": {"epochs": child_epochs},
+        trainer: {"epochs": child_epochs},
     }
     if metrics_port:
         settings |= {"metrics_port": metrics_port, "metrics_host": "0.0.0.0"}  # scraped from outside the pod
@@ -109,7 +116,7 @@ def search_settings(
         if env.get("POD_NAMESPACE"):
             kubernetes["namespace"] = env["POD_NAMESPACE"]
         settings |= {"executor": "kubernetes", "kubernetes": kubernetes}
-    return merge(settings, parse_overrides(search_config))
+    return merge(settings, overrides)
 
 
 @dataclass
@@ -122,11 +129,13 @@ class SearchStep:
     candidates: list[dict[str, Any]]  # the final-training plan, one entry per final-train task
     metrics: dict[str, float]  # best_reward, trials_completed, trials_failed
     table: str  # Markdown: the top-k table
+    lm: dict[str, Any] | None = None  # rnn space: the search's language-model settings
 
     def architectures(self) -> dict[str, Any]:
         """The top-k artifact's content: enough for anyone to rebuild and retrain the architectures."""
         keys = ("run_id", "space", "strategy", "seed", "trials_completed", "trials_failed")
-        return {"run_dir": self.run_dir} | {k: self.summary.get(k) for k in keys} | {"top": self.top}
+        lm = {} if self.lm is None else {"lm": self.lm}
+        return {"run_dir": self.run_dir} | {k: self.summary.get(k) for k in keys} | lm | {"top": self.top}
 
 
 def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid, quiet: bool = False) -> SearchStep:
@@ -139,15 +148,15 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
     from controller.ledger import Ledger
     from controller.run_layout import RunFiles
     from controller.runner import run_search
-    from controller.spaces import make_space
     from controller.stores import open_store
 
-    if settings.get("space", "conv") != "conv":
-        raise ConfigError("space", settings.get("space"), "conv (the final training builds conv-space children only)")
+    if settings.get("space", "conv") not in KINDS:
+        allowed = " | ".join(KINDS) + " (the spaces the final training builds)"
+        raise ConfigError("space", settings.get("space"), allowed)
     if top_k < 1:
         raise ConfigError("top_k", top_k, "an integer >= 1")
-    grid.validate()  # a grid that cannot train fails now, not after the search
-    config = build_config(dict(settings))
+    config = build_config(dict(settings))  # a dataset that does not fit the space fails here
+    grid.validate(config.space, lm_settings(config))  # a grid that cannot train fails now, not after the search
     run_dir = config.run_dir or ""
     files = RunFiles(open_store(run_dir))
     if files.load_checkpoint() is not None:
@@ -166,17 +175,18 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         )
     top = []
     for rank, record in enumerate(records, 1):
-        space = make_space(config.space, **config.space_options(len(record.architecture["layers"])))
-        top.append(
-            {
-                "rank": rank,
-                "trial_id": record.trial_id,
-                "reward": record.reward,
-                "params": record.metrics.get("params"),
-                "architecture": record.architecture,
-                "summary": space.summary(record.architecture),
-            }
-        )
+        entry = {
+            "rank": rank,
+            "trial_id": record.trial_id,
+            "reward": record.reward,
+            "params": record.metrics.get("params"),
+            "architecture": record.architecture,
+            "summary": config.space_of(record.architecture).summary(record.architecture),
+        }
+        if config.space == "rnn":
+            entry["val_perplexity"] = record.metrics.get("val_perplexity")
+        top.append(entry)
+    lm = lm_settings(config)
     metrics = {
         "best_reward": float(summary["best"]["reward"]),
         "trials_completed": float(summary["trials_completed"]),
@@ -186,29 +196,47 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         run_dir=run_dir,
         summary=summary,
         top=top,
-        candidates=plan_candidates(top, grid),
+        candidates=plan_candidates(top, grid, config.space, lm),
         metrics=metrics,
-        table=top_k_table(top, summary, run_dir),
+        table=top_k_table(top, summary, run_dir, reward_c=config.lm.reward_c),
+        lm=lm,
     )
 
 
-def top_k_table(top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str) -> str:
-    """The Markdown the KFP UI renders for the search step."""
+def lm_settings(config: SearchConfig) -> dict[str, Any] | None:
+    """The rnn space's language-model settings, which the final training keeps (hidden size, layers,
+    dropout ...) and partly overrides (epochs, learning rate ...); None for other spaces."""
+    from controller.config import LM_PER_TRIAL
+
+    if config.space != "rnn":
+        return None
+    return {k: v for k, v in dataclasses.asdict(config.lm).items() if k not in LM_PER_TRIAL}
+
+
+def top_k_table(
+    top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str, reward_c: float = 80.0
+) -> str:
+    """The Markdown the KFP UI renders for the search step; for the rnn space with each cell's validation
+    perplexity, since its reward c / perplexity² is hard to read on its own."""
+    rnn = summary.get("space") == "rnn"
+    reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
     lines = [
         f"### Top {len(top)} architecture{'s' if len(top) != 1 else ''}",
         "",
         f"{summary.get('strategy', '?')} search over the {summary.get('space', '?')} space: "
         f"{summary.get('trials_completed', 0)} trials completed, {summary.get('trials_failed', 0)} failed. "
-        "Reward: validation accuracy.",
+        f"Reward: {reward}.",
         "",
-        "| rank | trial | reward | parameters | architecture |",
-        "|---:|---|---:|---:|---|",
+        "| rank | trial | reward | " + ("val perplexity | " if rnn else "") + "parameters | architecture |",
+        "|---:|---|---:|" + ("---:|" if rnn else "") + "---:|---|",
     ]
     for entry in top:
-        params = entry.get("params")
+        params, perplexity = entry.get("params"), entry.get("val_perplexity")
+        shown = f"{perplexity:.2f} | " if perplexity is not None else "- | "
         lines.append(
-            f"| {entry['rank']} | {entry['trial_id']} | {entry['reward']:.4f} | "
-            f"{f'{params:,}' if params is not None else '-'} | {_cell(entry.get('summary', ''))} |"
+            f"| {entry['rank']} | {entry['trial_id']} | {entry['reward']:{'.4g' if rnn else '.4f'}} | "
+            + (shown if rnn else "")
+            + f"{f'{params:,}' if params is not None else '-'} | {_cell(entry.get('summary', ''))} |"
         )
     lines += ["", f"Run: `{run_dir}`", ""]
     return "\n".join(lines)

@@ -16,17 +16,18 @@ def select_and_export(
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> str:
-    """Picks the final model with the best validation accuracy, evaluates it once on the test set, and
-    exports it (TorchScript, architecture.json, metrics.json) to RUN/export/ in the store; returns the
-    TorchScript file's URI.
+    """Picks the final model with the best validation accuracy (language models: the lowest validation
+    perplexity), evaluates it once on the test set, and exports it (TorchScript, architecture.json,
+    metrics.json) to RUN/export/ in the store; returns the TorchScript file's URI.
 
     Args:
         models: Every final-train checkpoint (dsl.Collected).
         architectures: The search step's top-k artifact; names the run folder.
-        dataset: "fashion-mnist", "cifar10" or "digits".
+        dataset: "fashion-mnist", "cifar10" or "digits"; "ptb" for language models.
         data_dir: The dataset's folder or store URI; empty for the usual place.
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
-        metrics: Test and validation accuracy of the chosen model, parameters, grid points completed and failed.
+        metrics: Test and validation accuracy (or perplexity) of the chosen model, parameters, grid points
+            completed and failed.
         report: Every grid point's result and the choice.
     """
     import json

@@ -18,6 +18,7 @@ from components.search.step import (
 from controller.config import build_config
 from controller.errors import ConfigError
 from controller.stores import open_store
+from tests.support.ptb import TINY_LM, write_mini_ptb
 
 COMMON = {"store": "s3://nasrl/runs", "job_id": "1f2e", "image": "registry/nasrl:1", "s3_secret_name": "nasrl-s3"}
 GRID = FinalGrid([0.1, 0.05], [1e-4], [1e-5], [0], epochs=2)
@@ -125,3 +126,60 @@ def test_the_table_escapes_what_markdown_would_render_as_html() -> None:
     table = top_k_table(top, {"strategy": "reinforce", "space": "conv"}, "runs/x")
     assert "&lt;img" in table and "<img" not in table
     assert "| 1 | t00001 | 0.5000 | 1,234 |" in table
+
+
+# -- recurrent cells ----------------------------------------------------------------------------------
+LM_GRID = FinalGrid([0.1], [1e-4], [1e-5, 1e-3], [0], epochs=2, lm_learning_rates=[20.0, 10.0], lm_weight_decays=[0])
+
+
+def test_child_epochs_are_the_language_models_epochs_in_the_rnn_space() -> None:
+    settings = search_settings(**COMMON, space="rnn", dataset="ptb", executor="local", child_epochs=2)
+    assert settings["lm"] == {"epochs": 2} and "child" not in settings
+    via_json = search_settings(**COMMON, executor="local", child_epochs=3, search_config={"space": "rnn"})
+    assert via_json["lm"] == {"epochs": 3}
+    assert build_config(settings | {"dataset": "ptb"}).lm.epochs == 2
+
+
+@pytest.mark.parametrize("space, dataset", [("rnn", "fashion-mnist"), ("conv", "ptb")])
+def test_a_dataset_that_does_not_fit_the_space_is_refused_before_searching(tmp_path, space, dataset) -> None:
+    settings = search_settings(**(COMMON | {"store": str(tmp_path)}), space=space, dataset=dataset, executor="local")
+    with pytest.raises(ConfigError, match=f"dataset: '{dataset}' is not allowed"):
+        run_search_step(settings, top_k=1, grid=LM_GRID, quiet=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_rnn_grid_without_lm_learning_rates_is_refused_before_searching(tmp_path) -> None:
+    settings = search_settings(**(COMMON | {"store": str(tmp_path)}), space="rnn", dataset="ptb", executor="local")
+    with pytest.raises(ValueError, match="lm_learning_rates"):
+        run_search_step(settings, top_k=1, grid=GRID, quiet=True)  # a conv grid: no LM axes
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_tiny_cell_search_ranks_cells_by_perplexity_and_plans_their_lm_training(tmp_path) -> None:
+    settings = search_settings(
+        **(COMMON | {"store": str(tmp_path / "runs")}),
+        space="rnn",
+        dataset="ptb",
+        data_dir=str(write_mini_ptb(tmp_path / "ptb")),
+        trials=2,
+        parallelism=1,
+        batch=2,
+        child_epochs=1,
+        executor="local",
+        search_config={"rnn_base": 2, "lm": TINY_LM},
+    )
+    step = run_search_step(settings, top_k=2, grid=LM_GRID, quiet=True)
+    assert step.metrics["trials_completed"] == 2
+    best = step.top[0]
+    assert best["architecture"]["space"] == "rnn" and best["summary"].startswith("base 2: ")
+    assert best["reward"] == pytest.approx(80 / best["val_perplexity"] ** 2)
+    assert step.top[0]["val_perplexity"] <= step.top[1]["val_perplexity"]
+    assert "Reward: 80 / (validation perplexity)²." in step.table
+    assert f"| 1 | {best['trial_id']} | {best['reward']:.4g} | {best['val_perplexity']:.2f} |" in step.table
+
+    assert len(step.candidates) == 2 * 2  # top 2 × two LM learning rates; the epsilon axis does not apply
+    assert {c["learning_rate"] for c in step.candidates} == {20.0, 10.0}
+    assert all("bn_eps" not in c for c in step.candidates)
+    lm = json.loads(step.candidates[0]["lm"])
+    assert lm == step.architectures()["lm"] and lm["hidden_size"] == 16 and lm["epochs"] == 1
+    assert "seed" not in lm and "num_threads" not in lm  # the final training sets those

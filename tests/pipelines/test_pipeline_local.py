@@ -1,5 +1,6 @@
 """The whole pipeline on this machine with kfp.local's SubprocessRunner: a tiny search on digits with the
-local worker pool and a folder store, a 2-point final grid, selection and export, and the exit handler."""
+local worker pool and a folder store, a 2-point final grid, selection and export, and the exit handler;
+and the same for recurrent cells on a miniature Penn Treebank."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 
 from components.select_export.step import read_export
 from components.trainer.datasets import load_dataset
+from components.trainer.lm import batchify, evaluate_lm, load_ptb, perplexity
 from pipelines.local import TINY, run_local
+from tests.support.ptb import TINY_LM, write_mini_ptb
 
 pytestmark = [
     # kfp.local says, rightly, that it ignores the image parameter and the GPU request; TorchScript is deprecated.
@@ -79,3 +82,43 @@ def test_the_exit_handler_runs_when_the_search_fails(tmp_path, capsys) -> None:
     assert (outputs / "cleanup" / "executor_output.json").is_file()
     assert not (outputs / "select-and-export").exists()
     assert "trials: 0 is not allowed" in capsys.readouterr().out
+
+
+def test_a_cell_search_runs_through_the_whole_pipeline_and_exports_a_language_model(tmp_path) -> None:
+    ptb = write_mini_ptb(tmp_path / "ptb")
+    arguments = {
+        "space": "rnn",
+        "dataset": "ptb",
+        "data_dir": str(ptb),
+        "trials": 2,
+        "train_subset": 0,
+        "final_lm_learning_rates": [20.0, 10.0],
+        "final_lm_weight_decays": [0.0],
+        "final_lr_decay_epochs": [0],
+        "final_epochs": 2,
+        "search_config": json.dumps({"rnn_base": 2, "lm": TINY_LM}),
+    }
+    outputs = run_local(tmp_path / "store", tmp_path / "root", arguments)
+
+    search = metrics_of(outputs / "search")
+    assert search["trials_completed"] == 2
+    architectures = json.loads((outputs / "search" / "architectures").read_text())
+    assert architectures["space"] == "rnn" and architectures["lm"]["hidden_size"] == 16
+    assert "Reward: 80 / (validation perplexity)²." in (outputs / "search" / "table").read_text()
+
+    trained = sorted(outputs.glob("for-loop-*-iteration-*/final-train"))
+    assert len(trained) == 2  # top_k 1 × two learning rates
+    val = [metrics_of(t)["val_perplexity"] for t in trained]
+
+    chosen = metrics_of(outputs / "select-and-export")
+    assert chosen["val_perplexity"] == min(val)
+    assert chosen["grid_points_completed"] == 2 and chosen["grid_points_failed"] == 0
+    assert chosen["search_reward"] == search["best_reward"]
+    assert "| val perplexity |" in (outputs / "select-and-export" / "report").read_text()
+
+    model, architecture, exported = read_export(architectures["run_dir"])
+    assert architecture["architecture"] == architectures["top"][0]["architecture"]
+    test = batchify(load_ptb(data_dir=ptb).test, 10)
+    assert perplexity(evaluate_lm(model, test)) == pytest.approx(chosen["test_perplexity"], rel=1e-4)
+    assert chosen["test_perplexity"] == exported["metrics"]["test_perplexity"]
+    assert chosen["test_perplexity"] < 10_000  # better than guessing among 10,000 words

@@ -42,6 +42,8 @@ PARAMETERS = {
     "final_learning_rates": ("LIST", [0.1, 0.05]),
     "final_weight_decays": ("LIST", [1e-4, 5e-4]),
     "final_bn_eps": ("LIST", [1e-5, 1e-3]),
+    "final_lm_learning_rates": ("LIST", [20.0, 10.0]),
+    "final_lm_weight_decays": ("LIST", [0.0, 1e-6]),
     "final_lr_decay_epochs": ("LIST", [30, 40]),
     "final_epochs": ("NUMBER_INTEGER", 50),
     "executor": ("STRING", "kubernetes"),
