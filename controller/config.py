@@ -90,9 +90,8 @@ class SearchConfig:
     train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
     executor: str = "local"  # where children train: "local" (worker processes) or "kubernetes" (one Job each)
     workers: int = 2  # local worker processes training children in parallel (on the CPU)
-    # Children training at once on one GPU: local workers per visible GPU (replacing `workers` when there
-    # are GPUs), and trials at once inside each Kubernetes Job.
-    children_per_gpu: int = 1
+    # Local workers per visible GPU (replacing `workers` when there are GPUs); trials at once in each Job.
+    children_per_gpu: int = 1  # children training at once on one GPU (local workers per GPU; trials at once per Job)
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
     # -- rnn space (dataset "ptb") --------------------------------------------------------------

@@ -60,7 +60,9 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
 
         # Jobs are labelled with the run's location (its last path part), the same on --resume and for
         # the pipeline's clean-up step, which knows only the location.
-        return KubernetesExecutor(files.store.uri, config.kubernetes, store=files.store)
+        return KubernetesExecutor(
+            files.store.uri, config.kubernetes, store=files.store, children_per_gpu=config.children_per_gpu
+        )
     from controller.executors.local import LocalExecutor
 
     return LocalExecutor(
@@ -110,7 +112,8 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
             from controller.metrics import SearchMetrics, serve_metrics
 
             # The checkpoint's run id, not a fresh one: a resumed run keeps its series.
-            gpus = config.kubernetes.gpus if config.executor == "kubernetes" else 0
+            # A trial's share of a GPU: children_per_gpu of them train on one at a time.
+            gpus = config.kubernetes.gpus / config.children_per_gpu if config.executor == "kubernetes" else 0
             metrics = SearchMetrics(search.state.run_id, gpus_per_trial=gpus)
             search.listeners.append(metrics)
             server = serve_metrics(metrics.registry, config.metrics_port, config.metrics_host)

@@ -44,6 +44,9 @@ class KubernetesConfig:
     s3_endpoint: str | None = None  # NASRL_S3_ENDPOINT of the trials (http://minio.minio:9000); null: the controller's
     own_jobs: bool = True  # in a Pod: make the controller's Pod the Jobs' owner, so deleting it deletes them
     parallelism: int = 4  # at most this many trial Jobs alive at once
+    # One pod start and one dataset load for several children; each keeps its own result and ledger record.
+    trials_per_job: int = 1  # trials per Job, trained in sequence (children_per_gpu at once)
+    result_poll_seconds: float = 15.0  # with trials_per_job > 1: how often to collect finished trials of running Jobs
     retry_budget: int = 3  # re-dispatches per trial after infrastructure failures (eviction, OOM, lost node)
     resync_seconds: float = 300.0  # list all of the run's Jobs this often, in case a watch event was missed
     api_retry_seconds: float = 120.0  # keep retrying 5xx, 429 and connection errors this long, then give up
@@ -66,14 +69,20 @@ class KubernetesConfig:
             value = getattr(self, name)
             if value is not None and not _QUANTITY.match(str(value)):
                 raise ConfigError(f"{prefix}{name}", value, "a Kubernetes quantity such as 500m, 2, 512Mi or 8Gi")
-        for name, low in (("gpus", 0), ("backoff_limit", 0), ("parallelism", 1), ("retry_budget", 0)):
+        for name, low in (
+            ("gpus", 0),
+            ("backoff_limit", 0),
+            ("parallelism", 1),
+            ("retry_budget", 0),
+            ("trials_per_job", 1),
+        ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{prefix}{name}", getattr(self, name), f"an integer >= {low}")
         for name in ("active_deadline_seconds", "ttl_seconds_after_finished"):
             value = getattr(self, name)
             if value is not None and value < (1 if name == "active_deadline_seconds" else 0):
                 raise ConfigError(f"{prefix}{name}", value, "a number of seconds (an integer), or null")
-        for name in ("resync_seconds", "api_retry_seconds"):
+        for name in ("resync_seconds", "api_retry_seconds", "result_poll_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{prefix}{name}", getattr(self, name), "a number of seconds > 0")
         if self.kueue_queue is not None and not _DNS_SUBDOMAIN.match(self.kueue_queue):

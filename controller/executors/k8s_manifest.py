@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -23,6 +24,9 @@ TRIAL_LABEL = "nasrl.dev/trial"
 ATTEMPT_LABEL = "nasrl.dev/attempt"
 RUN_ID_ANNOTATION = "nasrl.dev/run-id"  # the run id as written, before label sanitising
 TRIAL_URI_ANNOTATION = "nasrl.dev/trial-uri"
+# A Job of several trials (kubernetes.trials_per_job > 1): all of them, comma-separated, in training order.
+# The trial label and the name belong to the first.
+TRIALS_ANNOTATION = "nasrl.dev/trials"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SCRATCH = "/scratch"
 MAX_NAME = 63  # a Job's name is copied into its Pods' job-name label: a label value's limit applies
@@ -152,6 +156,16 @@ def _resources(config: KubernetesConfig) -> dict[str, dict[str, str]]:
     return {"requests": requests, "limits": limits}
 
 
+def job_trials(job: dict[str, Any]) -> list[str]:
+    """The trial ids a Job trains: its batch annotation, or its one trial label."""
+    meta = job.get("metadata", {})
+    batch = (meta.get("annotations") or {}).get(TRIALS_ANNOTATION)
+    if batch:
+        return [t for t in str(batch).split(",") if t]
+    trial = (meta.get("labels") or {}).get(TRIAL_LABEL)
+    return [trial] if trial else []
+
+
 def build_job(
     run_uri: str,
     trial_id: str,
@@ -160,10 +174,15 @@ def build_job(
     run_id: str | None = None,
     owner: dict[str, Any] | None = None,
     s3_endpoint: str | None = None,
+    *,
+    more_trials: Sequence[str] = (),
+    children_per_gpu: int = 1,
 ) -> dict[str, Any]:
-    """The Job manifest for one attempt of one trial. ``s3_endpoint`` stands in for an unset
+    """The Job manifest for one attempt of one trial, or of a batch: ``trial_id`` then ``more_trials``,
+    ``children_per_gpu`` of them training at once. ``s3_endpoint`` stands in for an unset
     ``config.s3_endpoint`` (the executor passes the controller's own NASRL_S3_ENDPOINT)."""
     run_id = run_id or run_id_of(run_uri)
+    trials = [trial_id, *more_trials]
     labels = job_labels(run_id, trial_id, attempt)
     pod_labels = {k: v for k, v in labels.items() if k != ATTEMPT_LABEL}
     metadata: dict[str, Any] = {
@@ -172,6 +191,13 @@ def build_job(
         "labels": dict(labels),
         "annotations": {RUN_ID_ANNOTATION: run_id, TRIAL_URI_ANNOTATION: trial_uri(run_uri, trial_id)},
     }
+    if more_trials:
+        metadata["annotations"][TRIALS_ANNOTATION] = ",".join(trials)
+    args = ["train"]
+    if children_per_gpu > 1 and more_trials:
+        args += ["--children-per-gpu", str(children_per_gpu)]
+    for trial in trials:
+        args += ["--trial", trial_uri(run_uri, trial)]
     if config.kueue_queue:
         metadata["labels"][KUEUE_QUEUE_LABEL] = config.kueue_queue
     if owner:
@@ -181,7 +207,7 @@ def build_job(
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["nasrl"],
-        "args": ["train", "--trial", trial_uri(run_uri, trial_id)],
+        "args": args,
         "env": _env(config, s3_endpoint or config.s3_endpoint),
         "resources": _resources(config),
         "securityContext": {
@@ -230,7 +256,9 @@ def build_job(
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
     if config.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = config.active_deadline_seconds
+        # The deadline is per trial: a batch gets one for each round of children it trains.
+        rounds = math.ceil(len(trials) / max(1, min(children_per_gpu, len(trials))))
+        spec["activeDeadlineSeconds"] = config.active_deadline_seconds * rounds
     if config.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = config.ttl_seconds_after_finished
     if config.kueue_queue:

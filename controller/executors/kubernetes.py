@@ -15,6 +15,10 @@ How it talks to the cluster (Kopf's habits):
   ("no_result"); a Failed Job is classified by :mod:`controller.executors.k8s_classify`: temporary
   failures come back as RETRY while the trial's ``retry_budget`` lasts, then FAILED. A Job deleted by
   someone else is a temporary failure too.
+- **Batches** (``trials_per_job`` > 1): a Job trains several trials in sequence, ``children_per_gpu`` at
+  once, named and labelled after its first trial, all of them listed in an annotation. Each trial's
+  result is collected as soon as it is published (every ``result_poll_seconds``), so the controller's
+  accounting stays per trial; when the Job ends, its trials without a result share its verdict.
 - **Cleanup**: the executor deletes each Job (``propagationPolicy: Background``) as soon as its outcome is
   recorded: the result and the reason live in the store and the ledger, and a finished Job would only
   hold its slot's name. ``ttlSecondsAfterFinished`` cleans up after a controller that died.
@@ -39,7 +43,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.executors.base import BaseExecutor, Outcome
@@ -54,6 +58,7 @@ from controller.executors.k8s_manifest import (
     build_job,
     controller_pod_owner,
     job_name,
+    job_trials,
     label_value,
     run_id_of,
     run_selector,
@@ -75,13 +80,19 @@ RBAC_HINT = (
 
 @dataclass
 class _Attempt:
-    """The Job running one trial now."""
+    """The Job running one trial, or a batch of them, now."""
 
-    trial_id: str
+    trial_ids: list[str]  # the Job's trials still waiting for an outcome; the first named the Job
     name: str
     uid: str | None
     attempt: int
     created_at: float  # monotonic clock, after the create returned: a later list must show the Job
+    first: str = ""  # the trial the Job is named and labelled after
+    # Trials of an adopted batch Job that the search has not handed us again yet: they rejoin it.
+    rejoining: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.first = self.first or self.trial_ids[0]
 
 
 class KubernetesExecutor(BaseExecutor):
@@ -103,12 +114,15 @@ class KubernetesExecutor(BaseExecutor):
         kubeconfig: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        children_per_gpu: int = 1,
     ) -> None:
         self.config = config.validate()
         self.run_uri = run_uri
         self.run_id = run_id or run_id_of(run_uri)
         self.namespace = config.namespace
-        self.capacity = config.parallelism
+        self.batch_size = config.trials_per_job
+        self.children_per_gpu = children_per_gpu
+        self.capacity = config.parallelism * config.trials_per_job  # trials; Jobs are bounded by parallelism
         self.api: JobsApi = api if api is not None else KubernetesJobsApi.from_environment(kubeconfig)
         self.files = RunFiles(store if store is not None else open_store(run_uri))
         env = dict(os.environ if env is None else env)
@@ -120,7 +134,9 @@ class KubernetesExecutor(BaseExecutor):
         self.on_error: Callable[[str], None] | None = None
         self.counts: Counter[str] = Counter()  # created, adopted, complete, failed, retry, by reason code, ...
         self._sleep, self._clock = sleep, clock  # for the API retries' backoff (tests pass fakes)
-        self._attempts: dict[str, _Attempt] = {}  # trial id -> its Job in flight
+        self._attempts: dict[str, _Attempt] = {}  # trial id -> its Job in flight (a batch's trials share one)
+        self._pending: list[TrialRecord] = []  # submitted, waiting to fill a batch (trials_per_job > 1)
+        self._next_poll = 0.0  # monotonic time of the next look for results of running batches
         self._seen: dict[str, Obj] = {}  # Job name -> latest state of every Job of the run
         self._deleted: set[str] = set()  # uids of the Jobs this executor deleted
         self._retries: Counter[str] = Counter()  # RETRY outcomes given per trial
@@ -136,31 +152,81 @@ class KubernetesExecutor(BaseExecutor):
 
     # -- the contract ------------------------------------------------------------------------
     def running(self) -> set[str]:
-        return set(self._attempts)
+        return set(self._attempts) | {t.trial_id for t in self._pending}
 
     def free_slots(self) -> int:
-        return max(0, self.capacity - len(self._attempts) - len(self._orphans_alive()))
+        orphans = self._orphans_alive()
+        jobs_alive = len(self._jobs_in_flight()) + len(orphans)
+        if self.batch_size == 1:
+            return max(0, self.config.parallelism - jobs_alive)
+        # Room left in the batch being gathered, a whole batch per Job that may still start, and the
+        # trials of an earlier controller's running batches, which rejoin them rather than start a Job.
+        pending_room = self.batch_size - len(self._pending) if self._pending else 0
+        free_jobs = self.config.parallelism - jobs_alive - (1 if self._pending else 0)
+        rejoin = sum(len(job_trials(j)) for j in orphans) + sum(len(a.rejoining) for a in self._jobs_in_flight())
+        return max(0, pending_room + max(0, free_jobs) * self.batch_size + rejoin)
 
     def submit(self, trial: TrialRecord) -> None:
         if self.free_slots() < 1:
             raise RuntimeError("KubernetesExecutor.submit with no free slot; the search loop checks free_slots()")
+        if self.batch_size > 1:
+            self._submit_to_batch(trial)
+            return
         trial_id = trial.trial_id
         existing = self._job_of(trial_id)
         if existing is not None:  # left by an earlier controller: running, or finished while it was away
             self.counts["adopted"] += 1
             log.info("kubernetes: trial %s: adopting Job %s", trial_id, existing["metadata"]["name"])
-            self._track(trial_id, existing)
+            self._track([trial_id], existing)
             self._consider(existing)
             return
-        attempt = max(1, trial.attempts)
+        self._start_job([trial])
+
+    def _submit_to_batch(self, trial: TrialRecord) -> None:
+        trial_id = trial.trial_id
+        existing = self._job_of(trial_id)
+        if existing is not None:  # an earlier controller's batch: join it
+            self.counts["adopted"] += 1
+            name = existing["metadata"]["name"]
+            log.info("kubernetes: trial %s: adopting batch Job %s", trial_id, name)
+            held = next((a for a in self._jobs_in_flight() if a.name == name), None)
+            if held is None:
+                self._track([trial_id], existing)
+            else:
+                held.trial_ids.append(trial_id)
+                held.rejoining.discard(trial_id)
+                self._attempts[trial_id] = held
+            self._consider(existing)
+            return
+        # A batch Job that finished and was deleted may have trained this trial already.
+        result = self.files.read_result(trial_id)
+        if result is not None:
+            self.counts["adopted"] += 1
+            self._ready.append(outcome_from_result(trial_id, result))
+            return
+        self._pending.append(trial)
+        if len(self._pending) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Start the gathered batch as one Job."""
+        batch, self._pending = self._pending, []
+        if batch:
+            self._start_job(batch)
+
+    def _start_job(self, trials: list[TrialRecord]) -> None:
+        """Create the Job of ``trials`` (one, or a batch led by the first), or adopt it on 409."""
+        first, ids = trials[0], [t.trial_id for t in trials]
         body = build_job(
             self.run_uri,
-            trial_id,
+            first.trial_id,
             self.config,
-            attempt=attempt,
+            attempt=max(1, first.attempts),
             run_id=self.run_id,
             owner=self.owner,
             s3_endpoint=self.s3_endpoint,
+            more_trials=ids[1:],
+            children_per_gpu=self.children_per_gpu,
         )
         name = body["metadata"]["name"]
         try:
@@ -171,34 +237,36 @@ class KubernetesExecutor(BaseExecutor):
                 raise
             job = self._call(lambda: self.api.read_job(self.namespace, name), f"read Job {name}")
             labels = job.get("metadata", {}).get("labels") or {}
-            same_trial = labels.get(TRIAL_LABEL) == label_value(trial_id) and self._ours(job)
-            if labels.get(RUN_LABEL) != label_value(self.run_id) or not same_trial:
-                self.counts.update(["failed", "failed:job_conflict"])
-                self._ready.append(
-                    Outcome(
-                        trial_id,
-                        "FAILED",
-                        reason=f"job_conflict: Job {name} already exists in namespace {self.namespace} for run "
-                        f"{labels.get(RUN_LABEL)!r}, trial {labels.get(TRIAL_LABEL)!r} of "
-                        f"{(job['metadata'].get('annotations') or {}).get(TRIAL_URI_ANNOTATION)!r}; "
-                        "delete it or use another run",
-                    )
+            same_trials = [label_value(t) for t in job_trials(job)] == [label_value(t) for t in ids]
+            if labels.get(RUN_LABEL) != label_value(self.run_id) or not (same_trials and self._ours(job)):
+                reason = (
+                    f"job_conflict: Job {name} already exists in namespace {self.namespace} for run "
+                    f"{labels.get(RUN_LABEL)!r}, trial {labels.get(TRIAL_LABEL)!r} of "
+                    f"{(job['metadata'].get('annotations') or {}).get(TRIAL_URI_ANNOTATION)!r}; "
+                    "delete it or use another run"
                 )
+                for trial_id in ids:
+                    self.counts.update(["failed", "failed:job_conflict"])
+                    self._ready.append(Outcome(trial_id, "FAILED", reason=reason))
                 return
             self.counts["adopted"] += 1  # our own create, whose answer was lost
-        self._track(trial_id, job)
+        self._track(ids, job)
         self._consider(job)
 
     def wait(self, timeout: float) -> list[Outcome]:
+        self._flush()  # a partial batch starts now rather than waiting for trials that may not come
         deadline = time.monotonic() + timeout
         while not self._ready:
+            self._poll_batches()
+            if self._ready:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                event = self._events.get(timeout=remaining)
+                event = self._events.get(timeout=min(remaining, self._until_poll()))
             except queue.Empty:
-                break
+                continue
             self._handle(event)
         while True:  # whatever else has arrived, without waiting
             try:
@@ -215,12 +283,37 @@ class KubernetesExecutor(BaseExecutor):
         # events go nowhere, so there is no need to block the caller for it.
         self._watcher.join(timeout=0.2)
 
+    def _until_poll(self) -> float:
+        batches = any(len(job_trials(self._seen.get(a.name, {}))) > 1 for a in self._jobs_in_flight())
+        return max(0.05, self._next_poll - time.monotonic()) if batches else WATCH_WINDOW
+
+    def _poll_batches(self) -> None:
+        """Collect the published results of trials in running batch Jobs (a Job's end collects the rest)."""
+        now = time.monotonic()
+        if now < self._next_poll:
+            return
+        self._next_poll = now + self.config.result_poll_seconds
+        for attempt in self._jobs_in_flight():
+            if len(job_trials(self._seen.get(attempt.name, {}))) < 2:
+                continue
+            for trial_id in list(attempt.trial_ids):
+                result = self.files.read_result(trial_id)
+                if result is not None:
+                    self._record(attempt, outcome_from_result(trial_id, result))
+
     # -- state ---------------------------------------------------------------------------------
-    def _track(self, trial_id: str, job: Obj) -> None:
+    def _track(self, trial_ids: list[str], job: Obj) -> None:
         meta = job.get("metadata", {})
         attempt = int((meta.get("labels") or {}).get(ATTEMPT_LABEL, "1") or 1)
-        self._attempts[trial_id] = _Attempt(trial_id, meta["name"], meta.get("uid"), attempt, time.monotonic())
+        held = _Attempt(list(trial_ids), meta["name"], meta.get("uid"), attempt, time.monotonic())
+        held.rejoining = set(job_trials(job)) - set(trial_ids)
+        for trial_id in trial_ids:
+            self._attempts[trial_id] = held
         self._seen[meta["name"]] = job
+
+    def _jobs_in_flight(self) -> list[_Attempt]:
+        """Each tracked Job once (a batch's trials share one)."""
+        return list({id(a): a for a in self._attempts.values()}.values())
 
     def _ours(self, job: Obj) -> bool:
         """A Job of this run's store: run ids are run folder names, and two stores may hold the same one."""
@@ -232,14 +325,17 @@ class KubernetesExecutor(BaseExecutor):
         mine = [
             j
             for j in self._seen.values()
-            if (j["metadata"].get("labels") or {}).get(TRIAL_LABEL) == label_value(trial_id)
+            if (
+                (j["metadata"].get("labels") or {}).get(TRIAL_LABEL) == label_value(trial_id)
+                or trial_id in job_trials(j)
+            )
             and j["metadata"].get("uid") not in self._deleted
         ]
         return max(mine, key=lambda j: int(j["metadata"]["labels"].get(ATTEMPT_LABEL, "1") or 1), default=None)
 
     def _orphans_alive(self) -> list[Obj]:
         """Unfinished Jobs of the run that no trial of this executor holds (an earlier controller's)."""
-        held = {a.name for a in self._attempts.values()}
+        held = {a.name for a in self._jobs_in_flight()}
         return [
             j
             for name, j in self._seen.items()
@@ -248,7 +344,7 @@ class KubernetesExecutor(BaseExecutor):
 
     def _attempt_for(self, job: Obj) -> _Attempt | None:
         meta = job.get("metadata", {})
-        for a in self._attempts.values():
+        for a in self._jobs_in_flight():
             if a.name == meta.get("name") and (a.uid is None or a.uid == meta.get("uid")):
                 return a
         return None
@@ -284,7 +380,7 @@ class KubernetesExecutor(BaseExecutor):
         }
         if periodic:
             self.counts["resyncs"] += 1
-        for attempt in list(self._attempts.values()):
+        for attempt in self._jobs_in_flight():
             job = self._seen.get(attempt.name)
             if job is not None and (attempt.uid is None or job["metadata"].get("uid") == attempt.uid):
                 self._consider(job)
@@ -297,15 +393,15 @@ class KubernetesExecutor(BaseExecutor):
         """A Pod waiting on a bad image or a missing Secret never fails its Job; say so instead of waiting
         out the deadline."""
         pods = self._call(lambda: self.api.list_pods(self.namespace, self.selector), "list Pods")
-        for attempt in list(self._attempts.values()):
+        for attempt in self._jobs_in_flight():
             job = self._seen.get(attempt.name)
             reason = stuck(pods_of(job, pods)) if job is not None else None
             if reason:
-                self._finish(attempt, Outcome(attempt.trial_id, "FAILED", reason=f"pod_stuck: {reason}"))
+                self._finish(attempt, lambda trial_id, r=reason: Outcome(trial_id, "FAILED", reason=f"pod_stuck: {r}"))
 
     def _deleted_externally(self, attempt: _Attempt) -> None:
         verdict = Verdict("RETRY", "job_deleted", f"Job {attempt.name} was deleted outside nasrl")
-        self._finish(attempt, self._verdict_outcome(attempt.trial_id, verdict), delete=False)
+        self._finish(attempt, lambda trial_id: self._verdict_outcome(trial_id, verdict), delete=False)
 
     # -- outcomes ------------------------------------------------------------------------------
     def _consider(self, job: Obj) -> None:
@@ -314,21 +410,21 @@ class KubernetesExecutor(BaseExecutor):
         state = finished(job)
         if attempt is None or state is None:
             return
-        result = self.files.read_result(attempt.trial_id)
-        if result is not None:
-            outcome = outcome_from_result(attempt.trial_id, result)
-        elif state == "Complete":
-            outcome = Outcome(
-                attempt.trial_id,
-                "FAILED",
-                reason=f"no_result: Job {attempt.name} completed but trials/{attempt.trial_id}/result.json is missing",
-            )
-        else:
-            pods = self._call(
-                lambda: self.api.list_pods(self.namespace, trial_selector(self.run_id, attempt.trial_id)), "list Pods"
-            )
-            verdict = classify_failure(job, pods, memory_limit=self.config.memory_limit)
-            outcome = self._verdict_outcome(attempt.trial_id, verdict)
+        verdicts: list[Verdict] = []  # the Job's failure, classified once for all its trials
+
+        def outcome(trial_id: str) -> Outcome:
+            result = self.files.read_result(trial_id)
+            if result is not None:
+                return outcome_from_result(trial_id, result)
+            if state == "Complete":
+                missing = f"trials/{trial_id}/result.json is missing"
+                return Outcome(trial_id, "FAILED", reason=f"no_result: Job {attempt.name} completed but {missing}")
+            if not verdicts:
+                selector = trial_selector(self.run_id, attempt.first)
+                pods = self._call(lambda: self.api.list_pods(self.namespace, selector), "list Pods")
+                verdicts.append(classify_failure(job, pods, memory_limit=self.config.memory_limit))
+            return self._verdict_outcome(trial_id, verdicts[0])
+
         self._finish(attempt, outcome)
 
     def _verdict_outcome(self, trial_id: str, verdict: Verdict) -> Outcome:
@@ -341,13 +437,21 @@ class KubernetesExecutor(BaseExecutor):
             reason += f" (after {self._retries[trial_id]} retries: kubernetes.retry_budget is spent)"
         return Outcome(trial_id, "FAILED", reason=reason)
 
-    def _finish(self, attempt: _Attempt, outcome: Outcome, delete: bool = True) -> None:
-        self._attempts.pop(attempt.trial_id, None)
+    def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
+        """One trial of ``attempt`` has its outcome; its Job may hold others still."""
+        if outcome.trial_id in attempt.trial_ids:
+            attempt.trial_ids.remove(outcome.trial_id)
+        self._attempts.pop(outcome.trial_id, None)
         status = outcome.status.lower()
         self.counts[status] += 1
         if outcome.reason:  # by reason code too: "retry:evicted", "failed:nan_loss"
             self.counts[f"{status}:{outcome.reason.split(':', 1)[0]}"] += 1
         self._ready.append(outcome)
+
+    def _finish(self, attempt: _Attempt, outcome_of: Callable[[str], Outcome], delete: bool = True) -> None:
+        """The Job has ended: every trial of it still waiting gets ``outcome_of(trial_id)``."""
+        for trial_id in list(attempt.trial_ids):
+            self._record(attempt, outcome_of(trial_id))
         job = self._seen.pop(attempt.name, None)
         uid = (job or {}).get("metadata", {}).get("uid") or attempt.uid
         if uid:

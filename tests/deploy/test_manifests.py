@@ -183,3 +183,16 @@ def test_what_the_executor_sends_validates(variant):
     kubernetes_validate.validate(sent, VERSIONS[-1], strict=True)
     assert sent["metadata"]["name"].endswith("-t00007-3")
     assert ("ownerReferences" in sent["metadata"]) == config.own_jobs
+
+
+def test_a_batch_job_lists_its_trials_and_validates():
+    config = VARIANTS["gpu"]
+    job = build_job(RUN_URI, "t00004", config, more_trials=["t00005", "t00006"], children_per_gpu=2, owner=OWNER)
+    kubernetes_validate.validate(job, VERSIONS[-1], strict=True)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    uris = [container["args"][i + 1] for i, arg in enumerate(container["args"]) if arg == "--trial"]
+    assert uris == [f"{RUN_URI}/trials/t0000{n}" for n in (4, 5, 6)]  # in training order
+    assert container["args"][1:3] == ["--children-per-gpu", "2"]
+    assert job["metadata"]["annotations"]["nasrl.dev/trials"] == "t00004,t00005,t00006"
+    # Three trials two at a time: two rounds, each with the per-trial deadline.
+    assert job["spec"]["activeDeadlineSeconds"] == 2 * config.active_deadline_seconds
