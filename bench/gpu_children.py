@@ -242,6 +242,11 @@ def main() -> None:
         f"3. {PAPER_CHILDREN:,} children at {best:,.0f}/hour ({best_n} at once): {hours:.1f} h on this device "
         f"({'within' if hours <= 24 else 'over'} one day)"
     )
+    if args.quick:
+        print(
+            f"   (--quick: a {args.layers}-layer child on {args.train:,} images for {proxy.epochs} epoch(s); "
+            "this checks the paths, it is not the paper-scale projection)"
+        )
     if not math.isfinite(hours):
         raise SystemExit("no rate measured")
 

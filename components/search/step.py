@@ -116,7 +116,24 @@ def search_settings(
         if env.get("POD_NAMESPACE"):
             kubernetes["namespace"] = env["POD_NAMESPACE"]
         settings |= {"executor": "kubernetes", "kubernetes": kubernetes}
-    return merge(settings, overrides)
+    merged = merge(settings, overrides)
+    check_data_dir(str(merged.get("dataset")), merged.get("data_dir"))
+    return merged
+
+
+def check_data_dir(dataset: str, data_dir: str | None) -> None:
+    """Refuse a data_dir named after another dataset (the pipeline's default data_dir is Fashion-MNIST's):
+    otherwise every trial of the run would fail on it, one by one, hours later."""
+    from controller.config import DATASETS
+
+    folder = (data_dir or "").rstrip("/").rsplit("/", 1)[-1]
+    if folder in DATASETS and folder != dataset:
+        raise ConfigError(
+            "data_dir",
+            data_dir,
+            f"the folder of dataset {dataset!r} (`nasrl data push {dataset} …` prints it), "
+            "or empty for the image's own copy",
+        )
 
 
 @dataclass

@@ -136,6 +136,8 @@ class KubernetesExecutor(BaseExecutor):
         self._sleep, self._clock = sleep, clock  # for the API retries' backoff (tests pass fakes)
         self._attempts: dict[str, _Attempt] = {}  # trial id -> its Job in flight (a batch's trials share one)
         self._pending: list[TrialRecord] = []  # submitted, waiting to fill a batch (trials_per_job > 1)
+        # Batch Jobs whose every trial has its result but which have not ended yet: deleted when they do.
+        self._draining: dict[str, _Attempt] = {}
         self._next_poll = 0.0  # monotonic time of the next look for results of running batches
         self._seen: dict[str, Obj] = {}  # Job name -> latest state of every Job of the run
         self._deleted: set[str] = set()  # uids of the Jobs this executor deleted
@@ -312,8 +314,8 @@ class KubernetesExecutor(BaseExecutor):
         self._seen[meta["name"]] = job
 
     def _jobs_in_flight(self) -> list[_Attempt]:
-        """Each tracked Job once (a batch's trials share one)."""
-        return list({id(a): a for a in self._attempts.values()}.values())
+        """Each tracked Job once (a batch's trials share one), draining ones included: they hold a slot."""
+        return list({id(a): a for a in [*self._attempts.values(), *self._draining.values()]}.values())
 
     def _ours(self, job: Obj) -> bool:
         """A Job of this run's store: run ids are run folder names, and two stores may hold the same one."""
@@ -442,6 +444,8 @@ class KubernetesExecutor(BaseExecutor):
         if outcome.trial_id in attempt.trial_ids:
             attempt.trial_ids.remove(outcome.trial_id)
         self._attempts.pop(outcome.trial_id, None)
+        if not attempt.trial_ids:
+            self._draining[attempt.name] = attempt  # until the Job ends (_finish)
         status = outcome.status.lower()
         self.counts[status] += 1
         if outcome.reason:  # by reason code too: "retry:evicted", "failed:nan_loss"
@@ -452,6 +456,7 @@ class KubernetesExecutor(BaseExecutor):
         """The Job has ended: every trial of it still waiting gets ``outcome_of(trial_id)``."""
         for trial_id in list(attempt.trial_ids):
             self._record(attempt, outcome_of(trial_id))
+        self._draining.pop(attempt.name, None)
         job = self._seen.pop(attempt.name, None)
         uid = (job or {}).get("metadata", {}).get("uid") or attempt.uid
         if uid:

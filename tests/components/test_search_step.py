@@ -74,6 +74,14 @@ def test_search_config_must_be_a_json_object(text) -> None:
         parse_overrides(text)
 
 
+def test_a_data_dir_of_another_dataset_is_refused_before_searching() -> None:
+    # The pipeline's default data_dir is Fashion-MNIST's: an rnn run that kept it would fail every trial.
+    with pytest.raises(ConfigError, match=r"data_dir: 's3://nasrl/datasets/fashion-mnist' is not allowed.*'ptb'"):
+        search_settings(**COMMON, space="rnn", dataset="ptb", data_dir="s3://nasrl/datasets/fashion-mnist")
+    settings = search_settings(**COMMON, space="rnn", dataset="ptb", data_dir="s3://nasrl/datasets/ptb/")
+    assert settings["data_dir"] == "s3://nasrl/datasets/ptb/"
+
+
 def test_an_unknown_executor_is_refused() -> None:
     with pytest.raises(ConfigError, match="executor: 'slurm' is not allowed"):
         search_settings(**COMMON, executor="slurm")

@@ -634,6 +634,22 @@ def test_a_batch_job_reports_each_trial_as_its_result_arrives(make, fake, store)
     assert fake.names() == [] and executor.running() == set() and executor.free_slots() == 6
 
 
+def test_a_batch_whose_trials_all_reported_holds_its_slot_until_it_ends_then_is_deleted(make, fake, store):
+    executor = make(parallelism=1, trials_per_job=2, result_poll_seconds=0.05)
+    executor.submit(trial(0))
+    executor.submit(trial(1))
+    fake.start(name_of(0))
+    publish(store, "t00000", status="COMPLETE", reward=0.1)
+    publish(store, "t00001", status="COMPLETE", reward=0.2)
+    assert len(wait_for(executor, 2)) == 2 and executor.running() == set()
+    assert executor.free_slots() == 0 and fake.names() == [name_of(0)]  # the pod is still exiting
+    fake.succeed(name_of(0))
+    deadline = time.monotonic() + 10
+    while fake.names() and time.monotonic() < deadline:
+        assert executor.wait(timeout=0.1) == []  # no second outcome for either trial
+    assert fake.names() == [] and executor.free_slots() == 2
+
+
 def test_a_partial_batch_starts_when_the_controller_waits(make, fake):
     executor = make(parallelism=1, trials_per_job=4)
     executor.submit(trial(0))
