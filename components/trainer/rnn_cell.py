@@ -178,6 +178,9 @@ class RNNCell(nn.Module):
         bound = 1.0 / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        # A buffer, not a tensor made in forward: it moves with .to(device), and a traced export refers to
+        # it instead of baking in a constant on the device it was traced on. Not saved: the program says it.
+        self.register_buffer("mult_columns", _mult_columns(self.program, hidden_size, None), persistent=False)
 
     def leaf_rows(self, leaf: int) -> slice:
         """The rows of ``weight_x`` and ``weight_h`` (and entries of the biases) that belong to ``leaf``."""
@@ -209,8 +212,7 @@ class RNNCell(nn.Module):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h, c, *weights) if t is not None):
             outputs, c_last = _FusedSequence.apply(xp, h, c, *weights, h_mask, self.program)
         else:
-            columns = _mult_columns(self.program, self.hidden_size, xp.device)
-            outputs, c_last = _run(self.program, xp, h, c, *weights, h_mask, None, columns)
+            outputs, c_last = _run(self.program, xp, h, c, *weights, h_mask, None, self.mult_columns)
         return outputs, (outputs[-1], c_last)
 
 
@@ -228,7 +230,7 @@ def _leaf_forward(program: CellProgram, xp_t: Tensor, hp: Tensor, mult_columns: 
     return pre, torch.cat([_activate(name, pre[:, lo * width : hi * width]) for name, lo, hi in blocks], dim=1)
 
 
-def _mult_columns(program: CellProgram, hidden: int, device: torch.device) -> Tensor | None:
+def _mult_columns(program: CellProgram, hidden: int, device: torch.device | None) -> Tensor | None:
     """A 1 x (base * H) mask of the elem_mult leaves' columns; None when all leaves combine alike."""
     flags = [program.nodes[leaf].mult for leaf in program.slot_leaf]
     if all(flags) or not any(flags):

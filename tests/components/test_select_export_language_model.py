@@ -151,3 +151,20 @@ def test_a_gpu_trained_cell_exports_on_the_cpu(mini_ptb, tmp_path) -> None:
     # select_and_export raises unless the CPU export measures the CPU model's test perplexity.
     export = select_and_export([tmp_path / "m"], run_dir=str(tmp_path / "run"), dataset="ptb", data_dir=str(mini_ptb))
     assert export.metrics["test_perplexity"] < 10_000
+
+
+def test_the_export_pins_no_device_so_it_can_move_to_a_gpu() -> None:
+    import io
+    import random
+
+    from components.select_export.language_model import to_torchscript
+    from components.trainer.lm import LMConfig, build_lm
+    from controller.spaces import make_space
+
+    architecture = make_space("rnn", base=8).sample_uniform(random.Random(0))  # mixes add and elem_mult leaves
+    model = build_lm(architecture, 50, LMConfig(hidden_size=4)).eval()
+    assert model.cells[0].mult_columns is not None
+    exported = torch.jit.load(io.BytesIO(to_torchscript(model)))
+    # The leaves' add/elem_mult mask is a buffer of the export (it moves with .to), not a CPU constant.
+    assert 'torch.device("cpu")' not in exported.step.model.code
+    assert "step.model.cells.0.mult_columns" in dict(exported.named_buffers())
