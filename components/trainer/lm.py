@@ -34,8 +34,9 @@ from components.trainer.errors import (
 )
 from components.trainer.rnn_cell import RNNCell, State, compile_cell
 from components.trainer.train import (
-    LR_DECAY_FACTOR,
+    Diverged,
     _is_out_of_memory,
+    lr_multiplier,
     out_of_memory_reason,
     resolve_device,
     torch_threads,
@@ -358,7 +359,7 @@ def train_lm(
                 reason = f"{params:,} parameters exceed max_parameters={config.max_parameters:,}"
                 return failed("too_large", reason, params)
             _fit(model, corpus, config, resolve_device(config.device), curves)
-        except _Diverged as error:
+        except Diverged as error:
             return failed("nan_loss", str(error), params)
         except (MemoryError, RuntimeError) as error:
             if not _is_out_of_memory(error):
@@ -385,17 +386,10 @@ def train_lm(
     )
 
 
-class _Diverged(Exception):
-    pass
-
-
 def lr_factor(config: LMConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate at ``step`` over ``config.learning_rate``: the schedule, times 0.1 from
     ``lr_decay_epoch`` on (the image trainer's step decay, for the final grid)."""
-    total_steps = config.epochs * steps_per_epoch
-    factor = 0.5 * (1 + math.cos(math.pi * step / total_steps)) if config.lr_schedule == "cosine" else 1.0
-    decayed = config.lr_decay_epoch is not None and step // steps_per_epoch >= config.lr_decay_epoch
-    return factor * (LR_DECAY_FACTOR if decayed else 1.0)
+    return lr_multiplier(config.lr_schedule, step, steps_per_epoch, config.epochs, config.lr_decay_epoch)
 
 
 def _detach(state: list[State]) -> list[State]:
@@ -435,13 +429,13 @@ def _fit(
             loss_sum += loss.detach() * targets.numel()
             tokens += targets.numel()
             if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 and not torch.isfinite(loss_sum).item():
-                raise _Diverged(f"training loss became {loss_sum.item()} in epoch {epoch}, step {step + 1}")
+                raise Diverged(f"training loss became {loss_sum.item()} in epoch {epoch}, step {step + 1}")
         train_loss = loss_sum.item() / tokens
         if not math.isfinite(train_loss):
-            raise _Diverged(f"training loss became {train_loss} in epoch {epoch}")
+            raise Diverged(f"training loss became {train_loss} in epoch {epoch}")
         val_loss = evaluate_lm(model, valid, config.bptt)
         if not math.isfinite(val_loss) or not math.isfinite(perplexity(val_loss)):
-            raise _Diverged(f"validation loss became {val_loss} after epoch {epoch}")
+            raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
         curves["train_loss"].append(train_loss)
         curves["train_perplexity"].append(perplexity(train_loss))
         curves["val_loss"].append(val_loss)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -214,7 +215,7 @@ def train_child(
             model = build_model(architecture, data.in_channels, data.num_classes)
             set_bn_eps(model, config.bn_eps)
             _fit(model, data, config, resolve_device(config.device), curves)
-        except _Diverged as error:
+        except Diverged as error:
             return failed("nan_loss", str(error), params)
         except (MemoryError, RuntimeError) as error:
             if not _is_out_of_memory(error):
@@ -242,8 +243,8 @@ def train_child(
     )
 
 
-class _Diverged(Exception):
-    pass
+class Diverged(Exception):
+    """The loss stopped being finite: the child fails with reason nan_loss."""
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -322,8 +323,6 @@ def _autocast(fast: bool, device: torch.device) -> contextlib.AbstractContextMan
 def _compiled(model: nn.Module) -> nn.Module:
     """torch.compile with its cache in the pod's scratch volume (NASRL_CACHE_DIR), so a Job's later
     children of the same shapes and a restarted worker reuse the compiled kernels."""
-    import os
-
     cache = os.environ.get("NASRL_CACHE_DIR") or os.path.expanduser("~/.cache/nasrl")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache, "inductor"))
     return torch.compile(model)  # type: ignore[return-value]
@@ -356,13 +355,11 @@ def _fit(
         nesterov=config.momentum > 0,
         weight_decay=config.weight_decay,
     )
-    total_steps = config.epochs * steps_per_epoch
 
     def factor(step: int) -> float:
-        # The step decay multiplies whatever the schedule gives; with "constant" it is the paper's final setup.
-        decayed = config.lr_decay_epoch is not None and step // steps_per_epoch >= config.lr_decay_epoch
-        schedule = _lr_factor(config.lr_schedule, step / total_steps, config.warmup_fraction)
-        return schedule * (LR_DECAY_FACTOR if decayed else 1.0)
+        return lr_multiplier(
+            config.lr_schedule, step, steps_per_epoch, config.epochs, config.lr_decay_epoch, config.warmup_fraction
+        )
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     generator = torch.Generator().manual_seed(config.seed)
@@ -384,15 +381,15 @@ def _fit(
             loss_sum += loss.detach().float() * len(labels)
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 and not torch.isfinite(loss_sum).item():
-                raise _Diverged(f"training loss became {loss_sum.item()} in epoch {epoch}, step {step + 1}")
+                raise Diverged(f"training loss became {loss_sum.item()} in epoch {epoch}, step {step + 1}")
         seen = max(stop, 1)
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
-            raise _Diverged(f"training loss became {train_loss} in epoch {epoch}")
+            raise Diverged(f"training loss became {train_loss} in epoch {epoch}")
         with _autocast(fast, device):
             val = _evaluate_batches(step_model, feed.val_batches(), len(feed.y_val))
         if not math.isfinite(val.loss):
-            raise _Diverged(f"validation loss became {val.loss} after epoch {epoch}")
+            raise Diverged(f"validation loss became {val.loss} after epoch {epoch}")
         curves["train_loss"].append(train_loss)
         curves["train_accuracy"].append(correct.item() / seen)
         curves["val_loss"].append(val.loss)
@@ -404,6 +401,22 @@ def set_bn_eps(model: nn.Module, eps: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eps = eps
+
+
+def lr_multiplier(
+    schedule: str,
+    step: int,
+    steps_per_epoch: int,
+    epochs: int,
+    lr_decay_epoch: int | None = None,
+    warmup_fraction: float = 0.25,
+) -> float:
+    """The learning rate at ``step`` over the peak rate: the schedule, times LR_DECAY_FACTOR from
+    ``lr_decay_epoch`` on. The image and the language-model trainers share it; with "constant" the
+    decay is the paper's final-training setup."""
+    decayed = lr_decay_epoch is not None and step // steps_per_epoch >= lr_decay_epoch
+    schedule_factor = _lr_factor(schedule, step / (epochs * steps_per_epoch), warmup_fraction)
+    return schedule_factor * (LR_DECAY_FACTOR if decayed else 1.0)
 
 
 def _lr_factor(schedule: str, progress: float, warmup_fraction: float = 0.25) -> float:
@@ -456,12 +469,13 @@ def _evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, to
     was_training = model.training
     model.eval()
     # Sums stay on the device: one synchronisation per evaluation, not two per batch.
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for images, target in batches:
         logits = model(images)
-        loss_sum = loss_sum.to(logits.device) + F.cross_entropy(logits.float(), target, reduction="sum")
-        correct = correct.to(logits.device) + (logits.argmax(dim=1) == target).sum()
+        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
     model.train(was_training)
     count = max(1, count)
     return Evaluation(float(loss_sum) / count, int(correct) / count)
