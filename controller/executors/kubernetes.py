@@ -88,6 +88,7 @@ class _Attempt:
     attempt: int
     created_at: float  # monotonic clock, after the create returned: a later list must show the Job
     first: str = ""  # the trial the Job is named and labelled after
+    batch: bool = False  # the Job trains several trials: their results are polled while it runs
     # Trials of an adopted batch Job that the search has not handed us again yet: they rejoin it.
     rejoining: set[str] = field(default_factory=set)
 
@@ -286,7 +287,7 @@ class KubernetesExecutor(BaseExecutor):
         self._watcher.join(timeout=0.2)
 
     def _until_poll(self) -> float:
-        batches = any(len(job_trials(self._seen.get(a.name, {}))) > 1 for a in self._jobs_in_flight())
+        batches = any(a.batch for a in self._jobs_in_flight())
         return max(0.05, self._next_poll - time.monotonic()) if batches else WATCH_WINDOW
 
     def _poll_batches(self) -> None:
@@ -295,9 +296,7 @@ class KubernetesExecutor(BaseExecutor):
         if now < self._next_poll:
             return
         self._next_poll = now + self.config.result_poll_seconds
-        for attempt in self._jobs_in_flight():
-            if len(job_trials(self._seen.get(attempt.name, {}))) < 2:
-                continue
+        for attempt in (a for a in self._jobs_in_flight() if a.batch):
             for trial_id in list(attempt.trial_ids):
                 result = self.files.read_result(trial_id)
                 if result is not None:
@@ -308,7 +307,8 @@ class KubernetesExecutor(BaseExecutor):
         meta = job.get("metadata", {})
         attempt = int((meta.get("labels") or {}).get(ATTEMPT_LABEL, "1") or 1)
         held = _Attempt(list(trial_ids), meta["name"], meta.get("uid"), attempt, time.monotonic())
-        held.rejoining = set(job_trials(job)) - set(trial_ids)
+        listed = job_trials(job)
+        held.batch, held.rejoining = len(listed) > 1, set(listed) - set(trial_ids)
         for trial_id in trial_ids:
             self._attempts[trial_id] = held
         self._seen[meta["name"]] = job
