@@ -6,7 +6,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -82,6 +82,11 @@ class SearchConfig:
     seed: int = 0  # one seed for the policy, the children and the data split
     replicas: int = 1  # K: controller replicas, each with its own batch in flight (paper: 100)
     batch: int = 5  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
+    # "batch": a replica samples its next m children when all m of its last ones finished (the paper's
+    # replicas); "async": a child is sampled as soon as any child finishes, one update per m results.
+    sampling: Literal["batch", "async"] = "batch"  # when new children are sampled (see README: Keeping slots busy)
+    checkpoint_seconds: float = 5.0  # write the controller's checkpoint at most this often (and at the end)
+    reuse_rewards: bool = False  # an architecture already trained in this run gets its recorded reward again
     store: str = "runs"  # where runs live: a folder, file://..., or s3://bucket/prefix (MinIO)
     run_dir: str | None = None  # this run's own location (folder or s3:// URI); default STORE/<run id>
     # -- children (evaluator "train") -------------------------------------------------------
@@ -121,6 +126,8 @@ class SearchConfig:
         _choice("evaluator", self.evaluator, EVALUATORS)
         if self.evaluator == "table" and self.space != "nb201":
             raise ConfigError("evaluator", self.evaluator, "'table' only with space 'nb201'; use 'train'")
+        if not self.checkpoint_seconds >= 0:
+            raise ConfigError("checkpoint_seconds", self.checkpoint_seconds, "a number of seconds >= 0")
         for name in ("trials", "replicas", "batch", "start_layers", "grow_every", "max_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "an integer >= 1")
