@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,19 +73,26 @@ class TrialRecord:
 
 
 class Ledger:
-    """All trials of a run, by id, in sampling order. Not thread safe: the search loop owns it."""
+    """All trials of a run, by id. Not thread safe: the search loop owns it.
+
+    Every operation the search loop does per event is O(log n) or better: the WAITING trials are kept
+    in a queue ordered by trial number, and the counts per state and the best trial are kept as trials
+    change, so nothing scans the whole run (12,800 trials at paper scale).
+    """
 
     def __init__(self, records: list[TrialRecord] | None = None) -> None:
         self._records: dict[str, TrialRecord] = {}
         self._finish_order: list[str] = []
+        self._waiting: list[tuple[int, str]] = []  # heap of (number, trial id); stale entries skipped on pop
+        self._counts: Counter[TrialState] = Counter()
+        self._best: TrialRecord | None = None
+        finished = []
         for r in records or []:
-            self._records[r.trial_id] = r
-        self._finish_order = [
-            r.trial_id
-            for r in sorted(
-                (r for r in self._records.values() if r.state.finished), key=lambda r: (r.finished_at or 0, r.number)
-            )
-        ]
+            self._put(r)
+            if r.state.finished:
+                finished.append(r)
+        finished.sort(key=lambda r: (r.finished_at or 0, r.number))
+        self._finish_order = [r.trial_id for r in finished]
 
     def __len__(self) -> int:
         return len(self._records)
@@ -100,12 +109,33 @@ class Ledger:
         except KeyError:
             raise LedgerError(f"trial {trial_id!r} is not in this run's ledger") from None
 
+    def _put(self, new: TrialRecord) -> None:
+        old = self._records.get(new.trial_id)
+        if old is not None:
+            self._counts[old.state] -= 1
+        self._records[new.trial_id] = new
+        self._counts[new.state] += 1
+        if new.state == TrialState.WAITING:
+            heapq.heappush(self._waiting, (new.number, new.trial_id))
+        if new.state == TrialState.COMPLETE and (self._best is None or _rank(new) < _rank(self._best)):
+            self._best = new
+
     def add(self, record: TrialRecord) -> TrialRecord:
         if record.trial_id in self._records:
             raise LedgerError(f"trial {record.trial_id!r} already exists; trial ids are never reused")
         if record.state != TrialState.WAITING:
             raise LedgerError(f"trial {record.trial_id!r}: a new trial starts WAITING, not {record.state.value}")
-        self._records[record.trial_id] = record
+        self._put(record)
+        return record
+
+    def add_finished(self, record: TrialRecord) -> TrialRecord:
+        """A finished record read back from the run's journal, in the order the trials finished."""
+        if record.trial_id in self._records:
+            raise LedgerError(f"trial {record.trial_id!r} already exists; trial ids are never reused")
+        if not record.state.finished:
+            raise LedgerError(f"trial {record.trial_id!r}: the journal holds finished trials, not {record.state.value}")
+        self._put(record)
+        self._finish_order.append(record.trial_id)
         return record
 
     def _replace(self, trial_id: str, **changes: Any) -> TrialRecord:
@@ -115,7 +145,7 @@ class Ledger:
                 f"trial {trial_id!r} is {old.state.value}; a finished trial is immutable and cannot be changed"
             )
         new = dataclasses.replace(old, **changes)
-        self._records[trial_id] = new
+        self._put(new)
         if new.state.finished:
             self._finish_order.append(trial_id)
         return new
@@ -149,26 +179,39 @@ class Ledger:
         )
 
     # -- views ------------------------------------------------------------------------------
+    def next_waiting(self, n: int) -> list[TrialRecord]:
+        """Up to ``n`` WAITING trials, lowest number first, without removing them from the queue."""
+        out: list[TrialRecord] = []
+        kept: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        while self._waiting and len(out) < n:
+            number, trial_id = heapq.heappop(self._waiting)
+            record = self._records[trial_id]
+            if record.state != TrialState.WAITING or trial_id in seen:
+                continue  # a stale entry: the trial was dispatched (or queued twice) since
+            seen.add(trial_id)
+            out.append(record)
+            kept.append((number, trial_id))
+        for entry in kept:
+            heapq.heappush(self._waiting, entry)
+        return out
+
     def in_state(self, *states: TrialState) -> list[TrialRecord]:
+        """Every trial in one of ``states``, by number: a scan of the run, for reports, not the loop."""
         return [r for r in self if r.state in states]
 
     def finished_in_order(self) -> list[TrialRecord]:
         return [self._records[t] for t in self._finish_order]
 
     def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in TrialState}
-        for r in self._records.values():
-            out[r.state.value] += 1
-        return out
+        return {s.value: self._counts[s] for s in TrialState}
 
     def best(self) -> TrialRecord | None:
-        done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
-        # Ties go to the earlier trial, so the answer does not depend on dict order.
-        return max(done, key=lambda r: (r.reward, -r.number)) if done else None
+        return self._best
 
     def top(self, k: int) -> list[TrialRecord]:
         done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
-        return sorted(done, key=lambda r: (-(r.reward or 0.0), r.number))[:k]
+        return sorted(done, key=_rank)[:k]
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]
@@ -179,3 +222,8 @@ class Ledger:
         if finish_order is not None:
             ledger._finish_order = list(finish_order)
         return ledger
+
+
+def _rank(record: TrialRecord) -> tuple[float, int]:
+    # Highest reward first; ties go to the earlier trial, so the answer does not depend on dict order.
+    return (-(record.reward or 0.0), record.number)

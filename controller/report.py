@@ -25,10 +25,12 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
+from controller.checkpoint import CHECKPOINT
 from controller.config import config_from_yaml_text
 from controller.errors import NasrlError
+from controller.journal import read_run
 from controller.ledger import Ledger, TrialRecord, TrialState
-from controller.run_layout import CHECKPOINT, SUMMARY, RunFiles
+from controller.run_layout import SUMMARY, RunFiles
 from controller.spaces.nb201 import EDGES as NB201_EDGES
 from controller.spaces.rnn import children as rnn_children
 from controller.stores import open_store
@@ -60,19 +62,21 @@ def load_run(run_dir: str) -> RunData:
     if "://" not in local and not pathlib.Path(local).expanduser().is_dir():
         raise NasrlError(f"run directory {run_dir!r} does not exist; give the --run-dir of a nasrl search")
     files = RunFiles(open_store(run_dir))
-    summary, checkpoint = files.read_summary(), files.load_checkpoint()
-    if summary is None or checkpoint is None:
+    summary, contents = files.read_summary(), read_run(files.store)
+    if summary is None or contents is None:
         raise NasrlError(
             f"run directory {run_dir!r} has no {SUMMARY} or {CHECKPOINT}: is it a nasrl run? "
             "(report reads the --run-dir of a search that has checkpointed at least once)"
         )
-    ledger = Ledger.from_list(checkpoint["ledger"], checkpoint["finish_order"])
+    ledger = Ledger()
+    for record in contents.trials:
+        ledger.add_finished(record)
     config = config_from_yaml_text(files.read_config() or "")
     return RunData(
         path=run_dir,
         label=f"{summary['strategy']} (seed {summary['seed']})",
         finished=ledger.finished_in_order(),
-        updates=list(checkpoint["state"]["updates"]),
+        updates=contents.updates,
         best=ledger.best(),
         reward_transform=config.reinforce.reward_transform,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.errors import NasrlError
+from controller.journal import read_run
 from controller.ledger import Ledger, TrialState
 from controller.run_layout import RunFiles
 from controller.stores import open_store
@@ -11,10 +12,10 @@ from controller.stores import open_store
 def show_run(run_dir: str, top: int = 10) -> str:
     files = RunFiles(open_store(run_dir))
     summary = files.read_summary()
-    checkpoint = files.load_checkpoint()
-    if summary is None or checkpoint is None:
+    contents = read_run(files.store)
+    if summary is None or contents is None:
         raise NasrlError(f"run directory {run_dir!r} has no summary.json or checkpoint: is it a nasrl run?")
-    ledger = Ledger.from_list(checkpoint["ledger"], checkpoint["finish_order"])
+    ledger = Ledger(contents.trials)
     from controller.config import config_from_yaml_text
 
     config = config_from_yaml_text(files.read_config() or "")

@@ -161,7 +161,9 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
     A run folder that already holds a checkpoint is resumed, never restarted: that is a retried pipeline
     step (an evicted pod, a lost node) and its finished trials must not be paid for twice.
     """
+    from controller.checkpoint import read_checkpoint
     from controller.config import build_config, config_from_yaml_text
+    from controller.journal import read_run
     from controller.ledger import Ledger
     from controller.run_layout import RunFiles
     from controller.runner import run_search
@@ -176,15 +178,15 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
     grid.validate(config.space, lm_settings(config))  # a grid that cannot train fails now, not after the search
     run_dir = config.run_dir or ""
     files = RunFiles(open_store(run_dir))
-    if files.load_checkpoint() is not None:
+    if read_checkpoint(files.store) is not None:
         log.warning("%s already holds this pipeline run's search: resuming it", run_dir)
         config = config_from_yaml_text(files.read_config() or "")
         summary = run_search(config, resume_dir=run_dir, quiet=quiet)
     else:
         summary = run_search(config, quiet=quiet)
 
-    checkpoint = files.load_checkpoint() or {}
-    records = Ledger.from_list(checkpoint.get("ledger", [])).top(top_k)
+    contents = read_run(files.store)
+    records = Ledger(contents.trials if contents is not None else []).top(top_k)
     if not records:
         raise NasrlError(
             f"no trial of {run_dir} completed ({summary['trials_failed']} failed): nothing to train; "

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.policies.evolution import EvolutionConfig, EvolutionPolicy
 from controller.policies.random_search import RandomPolicy
 from controller.policies.reinforce import ReinforceConfig, ReinforcePolicy
+from controller.spaces import BaseSpace
 
-STRATEGIES = ("reinforce", "random", "evolution")
+# strategy name -> how a search config makes it (``space``: the largest space the run will sample from)
+STRATEGY_CLASSES: dict[str, Callable[[Any, BaseSpace], BasePolicy]] = {
+    "reinforce": lambda config, space: ReinforcePolicy(space, config.reinforce, seed=config.seed),
+    "random": lambda config, space: RandomPolicy(seed=config.seed),
+    "evolution": lambda config, space: EvolutionPolicy(config.evolution, seed=config.seed),
+}
+STRATEGIES = tuple(STRATEGY_CLASSES)
 
 __all__ = [
     "STRATEGIES",
+    "STRATEGY_CLASSES",
     "BasePolicy",
     "EvolutionConfig",
     "EvolutionPolicy",

@@ -34,6 +34,7 @@ class Feedback:
     architecture: Architecture
     policy_version: int
     reward: float | None
+    space: BaseSpace | None = None  # the space it was sampled from, if not the one given to ``tell``
 
 
 @dataclass
@@ -67,8 +68,12 @@ class BasePolicy(ABC):
       a failure, which is not learnt from. A tell is final: nothing told is ever taken back, and
       no later call changes what an earlier tell did. A learning policy applies one update per
       tell and increments ``version``.
-    - ``state_dict()`` / ``load_state_dict()`` capture everything needed to continue exactly:
-      weights, optimiser, baseline, random state.
+    - ``state_dict()`` / ``load_state_dict()`` capture what changes with every ask (random state);
+      with ``versioned_state_dict()`` / ``load_versioned_state_dict()`` (what changes only with
+      ``version``: weights, optimiser, baseline) they are everything needed to continue exactly. The
+      checkpoint writes the first often and the second once per version: both stay small or flat.
+    - The hooks below are no-ops here; a policy with weights overrides them (``ReinforcePolicy``), so
+      the search loop never needs to know which policy it drives.
 
     Policies are not thread safe; the search loop calls them from one thread.
     """
@@ -88,3 +93,21 @@ class BasePolicy(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # -- optional hooks -----------------------------------------------------------------------
+    def versioned_state_dict(self) -> dict[str, Any]:
+        """State that changes only when ``version`` does (weights, optimiser, baseline); {} if none."""
+        return {}
+
+    def load_versioned_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`versioned_state_dict` returned."""
+
+    def snapshot(self, version: int) -> dict[str, Any] | None:
+        """The weights of an earlier ``version`` kept for children it sampled that are still in flight."""
+        return None
+
+    def load_snapshot(self, version: int, weights: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take back a snapshot that :meth:`snapshot` gave (after a restart)."""
+
+    def release(self, live_versions: set[int]) -> None:  # noqa: B027 - optional hook
+        """Forget whatever is kept for versions not in ``live_versions`` (none of their children is untold)."""

@@ -121,12 +121,17 @@ class ReinforcePolicy(BasePolicy):
         grads = [torch.zeros_like(p) for p in self.model.parameters()]
         loss_total, entropy_total = 0.0, 0.0
         m = len(ok)
-        for version in sorted({f.policy_version for f in ok}):
-            idx = [k for k, f in enumerate(ok) if f.policy_version == version]
+        # Children of one update can come from several versions and, across a step of the conv depth
+        # schedule, from spaces of two depths: each group is scored at its own weights and steps.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, f in enumerate(ok):
+            groups.setdefault((f.policy_version, len((f.space or space).steps())), []).append(k)
+        for (version, _), idx in sorted(groups.items()):
             model = self._model_at(version)
+            group_space = ok[idx[0]].space or space
             # Told architectures come from the ledger, which only holds ones this space built.
-            actions = [space.actions(ok[k].architecture, validate=False) for k in idx]
-            rollout = model.score(space.steps(), actions)
+            actions = [group_space.actions(ok[k].architecture, validate=False) for k in idx]
+            rollout = model.score(group_space.steps(), actions)
             loss = -(rollout.log_prob * advantages[idx]).sum() / m
             loss = loss - self.config.entropy_weight * rollout.entropy.sum() / m
             model.zero_grad(set_to_none=False)
@@ -167,22 +172,29 @@ class ReinforcePolicy(BasePolicy):
         for v in [v for v in self._snapshots if v not in live_versions and v != self.version]:
             del self._snapshots[v]
 
+    def snapshot(self, version: int) -> dict[str, Any] | None:
+        return self._snapshots.get(version)
+
+    def load_snapshot(self, version: int, weights: dict[str, Any]) -> None:
+        self._snapshots[version] = weights
+
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "baseline": self.baseline,
-            "version": self.version,
-            "snapshots": self._snapshots,
-        }
+        """What changes with every ask: the random state (5 KB)."""
+        return {"config": asdict(self.config), "generator": self.generator.get_state(), "version": self.version}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.version = int(state["version"])
+        if "model" in state:  # a checkpoint of the first format held everything in one dict
+            self.load_versioned_state_dict(state)
+            self._snapshots = dict(state.get("snapshots", {}))
+
+    def versioned_state_dict(self) -> dict[str, Any]:
+        """What changes with every update: weights, optimiser, baseline (about 300 KB at paper size)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+
+    def load_versioned_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
-        self.version = int(state["version"])
-        self._snapshots = dict(state["snapshots"])

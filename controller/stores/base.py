@@ -8,6 +8,7 @@ Keys are ``/``-separated relative paths (``trials/t00042/result.json``). Contrac
   publishes its result exactly once.
 - ``read`` of a missing key raises :class:`KeyNotFound`.
 - ``list(prefix)`` returns the keys under ``prefix``, sorted.
+- ``delete`` removes a key; deleting a missing key is not an error (a retried delete must succeed).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class BaseStore(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

@@ -66,6 +66,9 @@ class LocalStore(BaseStore):
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def list(self, prefix: str = "") -> list[str]:
         base = self.root / prefix if prefix else self.root
         start = base if base.is_dir() else base.parent

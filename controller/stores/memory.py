@@ -28,5 +28,8 @@ class MemoryStore(BaseStore):
     def exists(self, key: str) -> bool:
         return key in self._data
 
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
     def list(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self._data if k.startswith(prefix))

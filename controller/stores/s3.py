@@ -240,6 +240,10 @@ class S3Store(BaseStore):
 
         return self._call(f"checking {key}", stat)
 
+    def delete(self, key: str) -> None:
+        name = self._key(key)  # S3 answers a DELETE of a missing key with 204: idempotent already
+        self._call(f"deleting {key}", lambda: self.client.remove_object(self.bucket, name))
+
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         cut = len(self.prefix) + 1 if self.prefix else 0

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from controller.journal import read_run
+from controller.ledger import TrialRecord, TrialState
+from controller.stores import open_store
 
 ARGS = [
     "--space",
@@ -32,6 +35,10 @@ ARGS = [
     "64",
     "--seed",
     "3",
+    # One checkpoint (after the first result), then none until the end: a kill loses everything after
+    # it but the published results, and the resume must replay them into exactly the same run.
+    "--checkpoint-seconds",
+    "3600",
     "--quiet",
 ]
 
@@ -49,9 +56,11 @@ def _results(run: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in run.glob("trials/*/result.json")}
 
 
-def _ledger(run: Path) -> list[dict]:
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    return ckpt["ledger"]
+def _finished(run: Path) -> list[TrialRecord]:
+    """The run's finished trials in the order they finished, from its journal."""
+    contents = read_run(open_store(str(run)))
+    assert contents is not None
+    return contents.trials
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +91,7 @@ def test_a_killed_search_resumes_exactly(tmp_path, uninterrupted, kill_after_res
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["trials_completed"] + summary["trials_failed"] == 15
-    ids = [t["trial_id"] for t in summary["trials"]]
+    ids = [t.trial_id for t in _finished(run)]
     assert sorted(ids) == [f"t{n:05d}" for n in range(15)]  # each trial once, none missing
     # Results that existed before the kill were kept, not trained again.
     after = _results(run)
@@ -91,9 +100,13 @@ def test_a_killed_search_resumes_exactly(tmp_path, uninterrupted, kill_after_res
     assert summary["policy_version"] == 5
     # Policy weights, optimiser, baseline and random state came back: with one worker the run is
     # deterministic, so the resumed run sampled exactly what the uninterrupted one did.
-    whole = {r["trial_id"]: r["architecture"] for r in _ledger(uninterrupted)}
-    assert {r["trial_id"]: r["architecture"] for r in _ledger(run)} == whole
-    assert summary["rewards"] == json.loads((uninterrupted / "summary.json").read_text())["rewards"]
+    whole = {r.trial_id: r.architecture for r in _finished(uninterrupted)}
+    assert {r.trial_id: r.architecture for r in _finished(run)} == whole
+    assert _rewards(run) == _rewards(uninterrupted)
+
+
+def _rewards(run: Path) -> list[float | None]:
+    return [r.reward if r.state == TrialState.COMPLETE else None for r in _finished(run)]
 
 
 def test_resume_refuses_a_changed_config(tmp_path, uninterrupted):
