@@ -19,7 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.config import build_config, load_yaml
+from controller.journal import read_run
 from controller.runner import run_search
+from controller.stores import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,8 @@ def main() -> None:
                 base, {"strategy": strategy, "seed": seed, "trials": args.trials, "run_dir": str(run_dir)}
             )
             summary = run_search(config, quiet=True)
-            rewards = summary["rewards"]
+            contents = read_run(open_store(str(run_dir)))
+            rewards = [r.reward for r in contents.trials if r.reward is not None] if contents else []
             last = rewards[-max(1, len(rewards) // 4) :]
             best, late = max(rewards), statistics.mean(last)
             rows.setdefault(strategy, []).append((best, late))

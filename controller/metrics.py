@@ -53,7 +53,7 @@ KNOWN_REASONS = (
     "dataset_error",
 )
 MAX_LABEL_VALUES = 20  # distinct reasons (and error kinds per component) before the rest become "other"
-_REFRESH_SECONDS = 1.0  # how often run-wide gauges are recomputed from the ledger (an O(trials) scan)
+_REFRESH_SECONDS = 1.0  # how often run-wide gauges are refreshed from the ledger
 
 
 class _Bounded:
@@ -134,7 +134,8 @@ class SearchMetrics:
         )
         self.trials_finished = Counter(
             "nasrl_trials_finished",
-            "Trial attempts that ended, by outcome (success, failed, retried) and, for failures, reason code",
+            "Trial attempts that ended, by outcome (success, failed, retried, reused: a reward measured earlier "
+            "in the run, no training) and, for failures, reason code",
             ("run", "outcome", "reason"),
             registry=reg,
         )
@@ -217,7 +218,7 @@ class SearchMetrics:
             metric.labels(run_id)
         for outcome in ("success", "failed"):
             self.trial_duration.labels(run_id, outcome)
-        for outcome in ("success", "retried"):
+        for outcome in ("success", "retried", "reused"):
             self.trials_finished.labels(run_id, outcome, "")
         for code in KNOWN_REASONS:
             self.trials_finished.labels(run_id, "failed", code)
@@ -264,6 +265,14 @@ class SearchMetrics:
             # Between ledger refreshes the best can only rise by this trial.
             self._best = max(self._best, record.reward)
             self.reward_best.labels(self.run_id).set(self._best)
+
+    def _on_trial_reused(self, search: Search, record: TrialRecord) -> None:
+        # It counts toward the budget and the policy learns from it, but no GPU trained it.
+        self.trials_finished.labels(self.run_id, "reused", "").inc()
+        self.last_finished.labels(self.run_id).set(record.finished_at or time.time())
+        if record.reward is not None and math.isfinite(record.reward):
+            self.reward.labels(self.run_id).observe(record.reward)
+            self.reward_last.labels(self.run_id).set(record.reward)
 
     def _on_trial_failed(self, search: Search, record: TrialRecord) -> None:
         self.trials_finished.labels(self.run_id, "failed", self._reasons(reason_code(record.reason))).inc()

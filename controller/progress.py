@@ -23,7 +23,7 @@ class Progress:
             if self.tty:
                 self.stream.write("\n")
             return
-        if kind in ("start", "trial_complete", "trial_failed", "update", "tick", "trial_started"):
+        if kind in ("start", "trial_complete", "trial_failed", "trial_reused", "update", "tick", "trial_started"):
             self._draw(search, force=kind == "start")
 
     def _draw(self, search: Any, force: bool = False) -> None:

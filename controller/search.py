@@ -212,7 +212,7 @@ class Search:
             "run_id": self.state.run_id,
             "trial_id": record.trial_id,
             "number": record.number,
-            "replica": record.replica,
+            "replica": record.replica if record.replica != ASYNC_REPLICA else None,
             "architecture": record.architecture,
             "architecture_id": record.architecture_id,
             "policy_version": record.policy_version,
@@ -443,7 +443,7 @@ def _record_from_spec(spec: Any, attempts: int) -> TrialRecord:
         architecture=spec.architecture,
         architecture_id=spec.architecture_id,
         policy_version=int(spec.policy_version),
-        replica=int(spec.replica),
+        replica=ASYNC_REPLICA if spec.replica is None else int(spec.replica),
         attempts=attempts,
     )
 

@@ -32,7 +32,8 @@ def show_run(run_dir: str, top: int = 10) -> str:
             f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}"
             + (" (of cubed rewards)" if transform == "cube" else "")
         )
-    rows = ledger.top(top)
+    # A reused reward repeats its source's row: list each architecture's measurement once.
+    rows = [r for r in ledger.top(len(ledger)) if "reused_from" not in r.metrics][:top]
     if rows:
         space_of = config.space_of
         # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
@@ -49,6 +50,9 @@ def show_run(run_dir: str, top: int = 10) -> str:
                 f"{rank:>4}  {r.trial_id:<7} {value} {params if params is not None else '-':>9}  "
                 f"{space_of(r.architecture).summary(r.architecture)}"
             )
+    reused = sum(1 for r in ledger.finished_in_order() if "reused_from" in r.metrics)
+    if reused:
+        lines += ["", f"reused    {reused} trials got the reward of an identical architecture trained earlier"]
     failed = ledger.in_state(TrialState.FAILED)
     if failed:
         reasons: dict[str, int] = {}

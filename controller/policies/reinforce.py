@@ -10,6 +10,7 @@ that gradient is applied to the current weights. Staleness is therefore real, an
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +22,8 @@ from controller.errors import ConfigError
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.policies.controller_lstm import ControllerLSTM
 from controller.spaces import Anchor, BaseSpace, Choice
+
+log = logging.getLogger(__name__)
 
 REWARD_TRANSFORMS = ("identity", "cube")
 
@@ -161,7 +164,13 @@ class ReinforcePolicy(BasePolicy):
         return stats
 
     def _model_at(self, version: int) -> torch.nn.Module:
-        if version == self.version or version not in self._snapshots:
+        if version == self.version:
+            return self.model
+        if version not in self._snapshots:
+            # Only a policy restored without its snapshots gets here; the gradient is then approximate.
+            log.warning(
+                "reinforce: no weights of version %d kept; its children are scored at version %d", version, self.version
+            )
             return self.model
         stale = copy.deepcopy(self.model)
         stale.load_state_dict(self._snapshots[version])
@@ -198,3 +207,6 @@ class ReinforcePolicy(BasePolicy):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
+        # Children sampled at this version may still be in flight: after the next update their gradient
+        # needs these weights, as the snapshot taken when they were asked for would have given them.
+        self._snapshots[self.version] = copy.deepcopy(self.model.state_dict())

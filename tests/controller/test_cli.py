@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.support.runs import rewards
+
 
 def nasrl(*args, cwd=None):
     return subprocess.run(
@@ -35,8 +37,8 @@ def test_search_on_the_table_end_to_end(tmp_path, strategy):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["space"] == "nb201" and summary["strategy"] == strategy and summary["seed"] == 0
     assert summary["trials_completed"] == 30 and summary["trials_failed"] == 0 and summary["finished"]
-    assert len(summary["rewards"]) == 30
-    assert summary["best"]["reward"] == max(summary["rewards"])
+    assert len(rewards(run)) == 30
+    assert summary["best"]["reward"] == max(rewards(run))
     assert summary["best"]["trial_id"].startswith("t") and summary["best"]["architecture"]["space"] == "nb201"
     assert summary["run_id"].startswith(f"nb201__{strategy}__0__")
     # The trial protocol is on disk: one folder per trial with its architecture and its result.

@@ -39,9 +39,12 @@ def table_run() -> tuple[Search, dict[str, Any], CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = SearchMetrics(RUN, registry, gpus_per_trial=2.0)
     config = build_config({"space": "nb201", "evaluator": "table", "trials": 60, "batch": 5, "replicas": 2})
-    search = Search(config, InlineExecutor(_flaky_table), run_id=RUN, listeners=[metrics])
+    updates: list[dict[str, Any]] = []
+    record_updates = lambda kind, s, payload: updates.append(payload) if kind == "update" else None  # noqa: E731
+    search = Search(config, InlineExecutor(_flaky_table), run_id=RUN, listeners=[metrics, record_updates])
     summary = search.run()
-    return search, summary, registry
+    rewards = [r.reward for r in search.ledger.finished_in_order() if r.state == TrialState.COMPLETE]
+    return search, summary | {"rewards": rewards, "updates": updates}, registry
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -75,7 +78,7 @@ def test_rewards_and_policy_match_the_summary(table_run):
     assert _value(registry, "nasrl_reward_bucket", le="0.9") == sum(1 for r in rewards if r <= 0.9)
     assert _value(registry, "nasrl_reward_bucket", le="+Inf") == len(rewards)
 
-    updates = search.state.updates
+    updates = summary["updates"]
     assert _value(registry, "nasrl_policy_updates_total") == len(updates) == search.policy.version
     assert _value(registry, "nasrl_policy_version") == search.policy.version
     assert _value(registry, "nasrl_policy_entropy") == updates[-1]["entropy"]
@@ -114,9 +117,13 @@ def test_scrape_text_has_run_labels_and_no_nan(table_run):
 def test_strategies_without_a_policy_gradient_export_no_nan():
     registry = CollectorRegistry()
     config = build_config({"space": "nb201", "evaluator": "table", "strategy": "random", "trials": 10, "batch": 5})
-    search = Search(config, InlineExecutor(evaluate_trial), run_id=RUN, listeners=[SearchMetrics(RUN, registry)])
+    updates: list[dict[str, Any]] = []
+    record_updates = lambda kind, s, payload: updates.append(payload) if kind == "update" else None  # noqa: E731
+    search = Search(
+        config, InlineExecutor(evaluate_trial), run_id=RUN, listeners=[SearchMetrics(RUN, registry), record_updates]
+    )
     search.run()
-    assert math.isnan(search.state.updates[-1]["entropy"])
+    assert math.isnan(updates[-1]["entropy"])
     for name in ("entropy", "loss", "grad_norm", "baseline", "advantage"):
         assert _value(registry, f"nasrl_policy_{name}") is None
     assert _value(registry, "nasrl_policy_updates_total") == 2

@@ -3,6 +3,7 @@ import random
 import pytest
 import torch
 
+from controller import checkpoint
 from controller.policies import Feedback, ReinforceConfig, ReinforcePolicy
 from controller.policies.reinforce import transform_reward
 from controller.spaces import ConvSpace, NB201Space
@@ -132,5 +133,18 @@ def test_state_dict_continues_exactly():
             [Feedback(p.architecture, p.policy_version, random.Random(i).random()) for i, p in enumerate(batch)], space
         )
     b = ReinforcePolicy(space, seed=99)
-    b.load_state_dict(a.state_dict())
+    # Through bytes and the safe loader, as a checkpoint in a shared bucket is read back.
+    b.load_state_dict(checkpoint.load(checkpoint.dump(a.state_dict()), "state"))
+    b.load_versioned_state_dict(checkpoint.load(checkpoint.dump(a.versioned_state_dict()), "versioned state"))
     assert [p.architecture for p in a.ask(6, space)] == [p.architecture for p in b.ask(6, space)]
+    assert b.baseline == a.baseline and b.version == a.version == 3
+
+
+def test_the_small_state_is_small_and_the_weights_are_per_version():
+    space = ConvSpace(20, predict_strides=True)
+    policy = ReinforcePolicy(space, seed=0)
+    batch = policy.ask(8, space)
+    policy.tell([Feedback(p.architecture, 0, 0.7) for p in batch], space)
+    # Written with every checkpoint: the random state; once per version: weights, optimiser, baseline.
+    assert len(checkpoint.dump(policy.state_dict())) < 10_000
+    assert len(checkpoint.dump(policy.versioned_state_dict())) > 200_000

@@ -7,6 +7,7 @@ import pytest
 from controller.config import build_config
 from controller.evaluators.table import evaluate_trial
 from controller.executors import InlineExecutor, Outcome
+from controller.ledger import TrialState
 from controller.schedule import DepthSchedule
 from controller.search import Search
 
@@ -32,16 +33,18 @@ def test_conv_children_deepen_on_schedule():
 
 def test_replicas_keep_k_times_m_in_flight_and_record_staleness():
     config = build_config({"space": "nb201", "evaluator": "table", "trials": 24, "replicas": 3, "batch": 2})
-    in_flight = []
-    search = Search(
-        config,
-        InlineExecutor(evaluate_trial),
-        listeners=[lambda kind, s, p: in_flight.append(len(s.executor.running()))],
-    )
+    in_flight, updates = [], []
+
+    def listen(kind, s, payload):
+        in_flight.append(len(s.executor.running()))
+        if kind == "update":
+            updates.append(payload)
+
+    search = Search(config, InlineExecutor(evaluate_trial), listeners=[listen])
     summary = search.run()
     assert max(in_flight) == 6
     assert summary["trials_completed"] == 24 and search.policy.version == 12
-    staleness = [x for u in search.state.updates for x in u["staleness"]]
+    staleness = [x for u in updates for x in u["staleness"]]
     # Three replicas sampled at version 0; the 2nd and 3rd batch were told after 1 and 2 updates.
     assert staleness[:6] == [0, 0, 1, 1, 2, 2]
     versions = [r.policy_version for r in search.ledger]
@@ -56,10 +59,10 @@ def test_failures_count_toward_the_budget_and_are_not_learnt_from():
             return Outcome(t.trial_id, "FAILED", reason="too_large: 60M parameters")
         return evaluate_trial(t)
 
-    summary = Search(config, InlineExecutor(evaluate)).run()
+    search = Search(config, InlineExecutor(evaluate))
+    summary = search.run()
     assert summary["trials_completed"] == 6 and summary["trials_failed"] == 4
-    assert len(summary["rewards"]) == 6
-    reasons = [t["reason"] for t in summary["trials"] if t["state"] == "FAILED"]
+    reasons = [t.reason for t in search.ledger.finished_in_order() if t.state == TrialState.FAILED]
     assert reasons == ["too_large: 60M parameters"] * 4
 
 

@@ -11,6 +11,9 @@ import uuid
 import pytest
 from minio import Minio
 
+from controller.ledger import TrialState
+from controller.stores.s3 import S3Settings, S3Store
+from tests.support.runs import finished
 from tests.support.weed import ACCESS_KEY, SECRET_KEY, WeedServer
 
 SEARCH = [
@@ -66,11 +69,12 @@ def _wait_for_results(server, bucket, prefix, n, proc, limit=300.0) -> None:
 def _check_complete_run(server, bucket, prefix, trials) -> dict:
     summary = _read(server, bucket, f"{prefix}/summary.json")
     assert summary["finished"] and summary["trials_completed"] + summary["trials_failed"] == trials
-    assert sorted(t["trial_id"] for t in summary["trials"]) == [f"t{n:05d}" for n in range(trials)]
+    done = finished(S3Store(f"s3://{bucket}/{prefix}", settings=S3Settings.from_env(server.env())))
+    assert sorted(t.trial_id for t in done) == [f"t{n:05d}" for n in range(trials)]
     # No lost result: every trial that counts has its result.json, with the reward the ledger counted.
-    for t in summary["trials"]:
-        if t["state"] == "COMPLETE":
-            assert _read(server, bucket, f"{prefix}/trials/{t['trial_id']}/result.json")["reward"] == t["reward"]
+    for t in done:
+        if t.state == TrialState.COMPLETE:
+            assert _read(server, bucket, f"{prefix}/trials/{t.trial_id}/result.json")["reward"] == t.reward
     return summary
 
 
