@@ -215,11 +215,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         split_trial_uri(uri)  # every folder named right before the first child trains
     results = run_trials(args.trial, args.children_per_gpu, num_threads=args.threads)
     for result in results:
-        trial_id = result.get("trial_id", "?")
-        if result.get("status") == "COMPLETE":
-            print(f"{trial_id}: COMPLETE reward {result['reward']:.4f} ({result.get('params', '?')} parameters)")
+        if result.status == "COMPLETE":
+            params = "?" if result.params is None else result.params
+            print(f"{result.trial_id}: COMPLETE reward {result.reward:.4f} ({params} parameters)")
         else:
-            print(f"{trial_id}: FAILED {result.get('reason_code')}: {result.get('reason')}", file=sys.stderr)
+            print(f"{result.trial_id}: FAILED {result.reason_code}: {result.reason}", file=sys.stderr)
     if len(results) == 1:
         return exit_code(results[0])
     # A batch: every trial's result is in the store, each deciding its own trial; the Job itself succeeded.

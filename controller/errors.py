@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class NasrlError(Exception):
     """Root of every error nasrl raises on purpose; the CLI prints these without a traceback."""
@@ -25,3 +27,27 @@ class LedgerError(NasrlError):
 
 class StoreError(NasrlError):
     """The run store cannot be read or written."""
+
+
+class ProtocolError(NasrlError):
+    """A trial file (``architecture.json``, ``result.json``) breaks the trial protocol.
+
+    ``problem`` replaces "<value> is not allowed" where that says it badly: a field that is missing, a file
+    that is empty or not JSON (then ``field`` is None: the file as a whole is wrong).
+    """
+
+    def __init__(self, key: str, field: str | None, value: object, allowed: str, problem: str | None = None) -> None:
+        self.key, self.field, self.value, self.allowed = key, field, value, allowed
+        what = problem or f"{_short(value)} is not allowed"
+        where = f"{key}: {field}" if field else key
+        joint = " " if field and problem else ": "
+        super().__init__(f"{where}{joint}{what} (allowed: {allowed})")
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value as its file spells it (``null``, ``true``), cut short: a broken file may hold megabytes."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # not a JSON value (bytes of a file that is not text)
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

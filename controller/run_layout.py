@@ -3,18 +3,20 @@
 RUN/config.yaml                      the resolved search config (what --resume reads back)
 RUN/checkpoint.pt                    controller state: policy, optimiser, baseline, RNG, ledger
 RUN/summary.json                     the run's summary, rewritten at every checkpoint
-RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch
-RUN/trials/<trial-id>/result.json         written once by the trainer (or table evaluator)
+RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch (protocol.TrialSpec)
+RUN/trials/<trial-id>/result.json         written once by the trainer or table evaluator (protocol.TrialResult)
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from controller.protocol import TrialResult, TrialSpec, check_trial_id
 from controller.stores import BaseStore, KeyNotFound
 
 CONFIG = "config.yaml"
@@ -40,21 +42,39 @@ class RunFiles:
     def __init__(self, store: BaseStore) -> None:
         self.store = store
 
-    def write_architecture(self, trial_id: str, payload: dict[str, Any]) -> None:
-        self.store.write(architecture_key(trial_id), dumps(payload))
+    def write_architecture(self, trial_id: str, spec: TrialSpec | Mapping[str, Any]) -> None:
+        """Write the trial's spec; a dict is checked as the protocol's TrialSpec first (ProtocolError)."""
+        key = architecture_key(trial_id)
+        if not isinstance(spec, TrialSpec):
+            spec = TrialSpec.from_dict(spec, key)
+        check_trial_id(key, trial_id, spec.trial_id)
+        self.store.write(key, spec.to_json())
 
-    def read_architecture(self, trial_id: str) -> dict[str, Any]:
-        return json.loads(self.store.read(architecture_key(trial_id)))
+    def read_architecture(self, trial_id: str) -> TrialSpec:
+        """The trial's spec; KeyNotFound when there is none, ProtocolError when it is broken."""
+        key = architecture_key(trial_id)
+        spec = TrialSpec.from_json(self.store.read(key), key)
+        check_trial_id(key, trial_id, spec.trial_id)
+        return spec
 
-    def publish_result(self, trial_id: str, result: dict[str, Any]) -> bool:
+    def publish_result(self, trial_id: str, result: TrialResult | Mapping[str, Any]) -> bool:
         """Write result.json if no result exists yet; False means another attempt got there first."""
-        return self.store.write_once(result_key(trial_id), dumps(result))
+        key = result_key(trial_id)
+        if not isinstance(result, TrialResult):
+            result = TrialResult.from_dict(result, key)
+        check_trial_id(key, trial_id, result.trial_id)
+        return self.store.write_once(key, result.to_json())
 
-    def read_result(self, trial_id: str) -> dict[str, Any] | None:
+    def read_result(self, trial_id: str) -> TrialResult | None:
+        """The published result, None before there is one; ProtocolError when it is broken."""
+        key = result_key(trial_id)
         try:
-            return json.loads(self.store.read(result_key(trial_id)))
+            data = self.store.read(key)
         except KeyNotFound:
             return None
+        result = TrialResult.from_json(data, key)
+        check_trial_id(key, trial_id, result.trial_id)
+        return result
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         buf = io.BytesIO()

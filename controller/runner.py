@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from controller.checkpoint import read_checkpoint
 from controller.config import SearchConfig
 from controller.errors import NasrlError
 from controller.executors import BaseExecutor, InlineExecutor, Outcome
 from controller.ledger import TrialRecord
+from controller.protocol import TrialResult
 from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.stores import is_local, open_store
@@ -39,17 +42,19 @@ def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
         load_table()  # fail now, with a clear message, if the table is missing
 
         def evaluate(trial: TrialRecord) -> Outcome:
+            started = time.time()
             outcome = evaluate_trial(trial)
             if files is not None:  # the same protocol as a trainer: result.json, written once
-                files.publish_result(
+                result = TrialResult(
                     trial.trial_id,
-                    {
-                        "trial_id": trial.trial_id,
-                        "status": outcome.status,
-                        "reward": outcome.reward,
-                        "metrics": outcome.metrics,
-                    },
+                    "COMPLETE",  # a table lookup has no other ending: a missing cell raises
+                    reward=outcome.reward,
+                    metrics=outcome.metrics,
+                    architecture_id=trial.architecture_id,
+                    started_at=started,
+                    finished_at=time.time(),
                 )
+                files.publish_result(trial.trial_id, result)
             return outcome
 
         return InlineExecutor(evaluate)
@@ -89,7 +94,7 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
     store = open_store(run_dir)
     files = RunFiles(store)
     if resume_dir is None:
-        if files.load_checkpoint() is not None:
+        if read_checkpoint(store) is not None:
             raise NasrlError(
                 f"run_dir: {run_dir!r} already holds a run (allowed: a new directory, or --resume {run_dir})"
             )

@@ -8,7 +8,6 @@ sequence (one pod start, one dataset load) and ``--children-per-gpu N`` of them 
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -22,8 +21,9 @@ from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import EXIT_CODES, TrainerError
 from components.trainer.lm import Corpus, LMConfig, LMResult, load_ptb, train_lm
 from components.trainer.train import TrainConfig, TrainResult, train_child
-from controller.errors import NasrlError
-from controller.run_layout import RunFiles
+from controller.errors import NasrlError, ProtocolError
+from controller.protocol import TrialResult, TrialSpec
+from controller.run_layout import RunFiles, architecture_key, result_key
 from controller.stores import KeyNotFound, open_store
 
 
@@ -42,21 +42,29 @@ def cached_dataset(name: str, data_dir: str | None, train_subset: int | None, se
     return load_dataset(name, data_dir=resolve_data_dir(data_dir), train_subset=train_subset, seed=seed)
 
 
-def run_trial(run_uri: str, trial_id: str, num_threads: int | None = None) -> dict[str, Any]:
+def run_trial(run_uri: str, trial_id: str, num_threads: int | None = None) -> TrialResult:
     """Train the trial and publish its result; returns the result that counts (ours, or an earlier one)."""
     files = RunFiles(open_store(run_uri))
     existing = files.read_result(trial_id)
     if existing is not None:  # a retried or duplicated attempt: the first result stands
         return existing
     started = time.time()
+    spec: TrialSpec | None = None
     try:
-        payload = files.read_architecture(trial_id)
-        result = _train(payload, num_threads)
+        spec = files.read_architecture(trial_id)
     except KeyNotFound as e:
-        result = _failure("invalid_architecture", f"architecture.json is missing: {e}")
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        result = _failure("invalid_architecture", f"architecture.json cannot be read: {e}")
-    result |= {"trial_id": trial_id, "started_at": started, "finished_at": time.time()}
+        fields = _failure("invalid_architecture", f"architecture.json is missing: {e}")
+    except ProtocolError as e:  # the file is broken for every attempt alike: a result, not a crash
+        fields = _failure("invalid_architecture", str(e))
+    else:
+        fields = _train(spec, num_threads)
+    fields |= {
+        "trial_id": trial_id,
+        "architecture_id": spec.architecture_id if spec is not None else None,
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    result = TrialResult.from_dict(fields, key=result_key(trial_id))
     if not files.publish_result(trial_id, result):
         return files.read_result(trial_id) or result
     return result
@@ -68,33 +76,36 @@ def cached_corpus(data_dir: str | None, token_subset: int | None) -> Corpus:
     return load_ptb(token_subset=token_subset, data_dir=resolve_data_dir(data_dir))
 
 
-def _train_lm(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
-    spec = payload["dataset"]
+def _train_lm(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
     try:
-        corpus = cached_corpus(spec.get("data_dir"), spec.get("train_subset"))
+        config = LMConfig(**spec.lm, seed=spec.seed, num_threads=num_threads)
+    except (TypeError, ValueError) as e:  # a setting LMConfig refuses: the file is wrong, not the trainer
+        return _failure("invalid_architecture", f"{architecture_key(spec.trial_id)}: lm: {e}")
+    try:
+        corpus = cached_corpus(spec.dataset.data_dir, spec.dataset.train_subset)
     except TrainerError as e:
         return _failure("dataset_error", str(e))
-    config = LMConfig(**payload.get("lm", {}), seed=int(payload.get("seed", 0)), num_threads=num_threads)
-    outcome = train_lm(payload["architecture"], corpus, config)
+    outcome = train_lm(spec.architecture, corpus, config)
     return _with_metrics(outcome, "val_perplexity")
 
 
-def _train(payload: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
-    data_spec = payload["dataset"]
-    if data_spec["name"] == "ptb":
-        return _train_lm(payload, num_threads)
+def _train(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
+    """The result's fields for one trained child (or the failure that stopped it)."""
+    if spec.dataset.name == "ptb":
+        return _train_lm(spec, num_threads)
+    # The ledger keeps the raw validation accuracy; the policy applies its own reward transform.
+    settings = spec.train | {"reward_transform": "identity"}
     try:
-        data = cached_dataset(
-            data_spec["name"], data_spec.get("data_dir"), data_spec.get("train_subset"), int(data_spec.get("seed", 0))
-        )
+        config = TrainConfig(**settings, seed=spec.seed, num_threads=num_threads)
+    except (TypeError, ValueError) as e:  # a setting TrainConfig refuses: the file is wrong, not the trainer
+        return _failure("invalid_architecture", f"{architecture_key(spec.trial_id)}: train: {e}")
+    dataset = spec.dataset
+    try:
+        data = cached_dataset(dataset.name, dataset.data_dir, dataset.train_subset, dataset.seed)
     except TrainerError as e:
         # The data is missing or broken for every trial alike: fail this trial with the reason, loudly.
         return _failure("dataset_error", str(e))
-    settings = dict(payload.get("train", {}))
-    # The ledger keeps the raw validation accuracy; the policy applies its own reward transform.
-    settings["reward_transform"] = "identity"
-    config = TrainConfig(**settings, seed=int(payload.get("seed", 0)), num_threads=num_threads)
-    outcome = train_child(payload["architecture"], data, config)
+    outcome = train_child(spec.architecture, data, config)
     return _with_metrics(outcome, "val_accuracy")
 
 
@@ -116,7 +127,7 @@ def _with_metrics(outcome: TrainResult | LMResult, quality: str) -> dict[str, An
 
 def run_trials(
     trial_uris: Sequence[str], children_at_once: int = 1, num_threads: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[TrialResult]:
     """Train several trials (``RUN/trials/<id>`` each), ``children_at_once`` at a time, in this order.
 
     One at a time, they run in this process and share its loaded dataset. With more, each of
@@ -135,11 +146,11 @@ def run_trials(
         return [f.result() for f in futures]
 
 
-def _run_trial_safely(run_uri: str, trial_id: str, num_threads: int) -> dict[str, Any]:
+def _run_trial_safely(run_uri: str, trial_id: str, num_threads: int) -> TrialResult:
     try:
         return run_trial(run_uri, trial_id, num_threads)
     except Exception as e:  # one child's bug must not cost the batch's other trials their results
-        result = _failure("trainer_error", f"{type(e).__name__}: {e}") | {"trial_id": trial_id}
+        result = TrialResult(trial_id, "FAILED", reason_code="trainer_error", reason=f"{type(e).__name__}: {e}")
         files = RunFiles(open_store(run_uri))
         files.publish_result(trial_id, result)
         return files.read_result(trial_id) or result
@@ -149,8 +160,8 @@ def _failure(code: str, message: str) -> dict[str, Any]:
     return {"status": "FAILED", "reward": None, "reason_code": code, "reason": message, "metrics": {}}
 
 
-def exit_code(result: dict[str, Any]) -> int:
+def exit_code(result: TrialResult) -> int:
     """0 for a completed trial, the trainer's own code for a deterministic failure, 1 otherwise."""
-    if result.get("status") == "COMPLETE":
+    if result.status == "COMPLETE":
         return 0
-    return EXIT_CODES.get(result.get("reason_code") or "", 1)
+    return EXIT_CODES.get(result.reason_code or "", 1)

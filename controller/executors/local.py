@@ -24,6 +24,7 @@ from typing import Any
 
 from controller.executors.base import BaseExecutor, Outcome
 from controller.ledger import TrialRecord
+from controller.protocol import TrialResult, outcome_from_result  # the Kubernetes executor imports it from here
 
 
 @dataclass
@@ -152,16 +153,6 @@ class LocalExecutor(BaseExecutor):
         self._workers.clear()
 
 
-def outcome_from_result(trial_id: str, result: dict[str, Any]) -> Outcome:
-    """A trainer's result.json as an executor outcome."""
-    if result.get("status") == "COMPLETE" and result.get("reward") is not None:
-        return Outcome(trial_id, "COMPLETE", reward=float(result["reward"]), metrics=result.get("metrics", {}))
-    reason = result.get("reason_code") or "failed"
-    if result.get("reason"):
-        reason = f"{reason}: {result['reason']}"
-    return Outcome(trial_id, "FAILED", reason=reason, metrics=result.get("metrics", {}))
-
-
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this worker when the controller dies (even by kill -9), so no orphan trains on."""
     with contextlib.suppress(Exception):
@@ -197,5 +188,5 @@ def worker_main(
         try:
             result = run_trial(run_uri, trial_id, num_threads=threads)
         except Exception as e:  # a bug in a child must not take the worker's other trials with it
-            result = {"status": "FAILED", "reason_code": "trainer_error", "reason": f"{type(e).__name__}: {e}"}
+            result = TrialResult(trial_id, "FAILED", reason_code="trainer_error", reason=f"{type(e).__name__}: {e}")
         results.put((wid, trial_id, result))

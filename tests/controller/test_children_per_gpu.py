@@ -59,7 +59,7 @@ def test_local_workers_go_children_per_gpu_to_each_gpu(files: RunFiles) -> None:
     finally:
         executor.close()
     assert sorted(o.status for o in outcomes) == ["COMPLETE"] * 4
-    gpus = sorted(files.read_result(f"t{n:05d}")["metrics"]["cuda_visible_devices"] for n in range(4))
+    gpus = sorted(files.read_result(f"t{n:05d}").metrics["cuda_visible_devices"] for n in range(4))
     assert gpus == ["0", "0", "1", "1"]  # each worker saw one GPU, two workers per GPU
 
 
@@ -75,11 +75,11 @@ def test_train_takes_a_batch_of_trials_two_at_a_time(files: RunFiles) -> None:
     # The batch succeeded: each trial's result, a failure included, is in the store for the controller.
     assert out.returncode == 0, out.stderr
     results = [files.read_result(t.trial_id) for t in trials]
-    assert [r["status"] for r in results] == ["COMPLETE", "COMPLETE", "FAILED"]
-    assert results[2]["reason_code"] == "invalid_architecture"
+    assert [r.status for r in results] == ["COMPLETE", "COMPLETE", "FAILED"]
+    assert results[2].reason_code == "invalid_architecture"
     assert "t00000: COMPLETE" in out.stdout and "t00002: FAILED invalid_architecture" in out.stderr
     # Two at once: the second child started before the first had finished (one after another, it could not).
-    assert results[1]["started_at"] < results[0]["finished_at"]
+    assert results[1].started_at < results[0].finished_at
 
 
 def test_train_refuses_a_bad_children_per_gpu(files: RunFiles) -> None:

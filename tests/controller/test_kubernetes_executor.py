@@ -609,7 +609,7 @@ def test_the_jobs_own_command_and_env_train_against_s3(s3_env, tmp_path):
     finally:
         executor.close()
     assert summary["trials_completed"] == 2, summary["trials"]
-    assert RunFiles(store).read_result("t00001")["status"] == "COMPLETE"
+    assert RunFiles(store).read_result("t00001").status == "COMPLETE"
 
 
 # -- several trials per Job ------------------------------------------------------------------------------
@@ -712,4 +712,4 @@ def test_a_search_trains_real_children_in_batch_jobs(fake, tmp_path):
         executor.close()
     assert summary["trials_completed"] == 6 and summary["trials_failed"] == 0
     assert len(fake.created) <= 4 and fake.max_unfinished <= 2  # 6 trials in at most 4 Jobs, 2 alive at once
-    assert all(files.read_result(f"t{n:05d}")["status"] == "COMPLETE" for n in range(6))
+    assert all(files.read_result(f"t{n:05d}").status == "COMPLETE" for n in range(6))

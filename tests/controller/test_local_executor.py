@@ -90,8 +90,8 @@ def test_workers_train_children_and_publish_results_once(files):
     assert sorted(o.trial_id for o in outcomes) == [f"t{n:05d}" for n in range(4)]
     assert all(o.status == "COMPLETE" and 0.0 <= o.reward <= 1.0 for o in outcomes)
     result = files.read_result("t00000")
-    assert result["status"] == "COMPLETE" and result["metrics"]["params"] > 0
-    assert len(result["metrics"]["curves"]["val_accuracy"]) == 1
+    assert result.status == "COMPLETE" and result.metrics["params"] > 0
+    assert len(result.metrics["curves"]["val_accuracy"]) == 1
 
 
 def test_failures_are_results_and_the_pool_goes_on(files):
