@@ -32,7 +32,7 @@ from typing import Any
 
 from controller import checkpoint as ckpt
 from controller.config import SearchConfig
-from controller.errors import NasrlError
+from controller.errors import NasrlError, ProtocolError
 from controller.executors import BaseExecutor, Outcome
 from controller.executors.local import outcome_from_result
 from controller.journal import Journal, read_journal
@@ -465,7 +465,13 @@ class _Replay:
         return heapq.heappop(self._heap)[2]
 
     def push(self, search: Search, record: TrialRecord) -> None:
-        result = search.files.read_result(record.trial_id)  # type: ignore[union-attr]
+        try:
+            result = search.files.read_result(record.trial_id)  # type: ignore[union-attr]
+        except ProtocolError as e:
+            # A torn or garbage result.json must not stop the resume: the trial fails with the reason.
+            failed = Outcome(record.trial_id, "FAILED", reason=f"unreadable_result: {e}")
+            heapq.heappush(self._heap, (math.inf, record.number, failed))
+            return
         if result is None:
             return
         stamped = getattr(result, "architecture_id", None)

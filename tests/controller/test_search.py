@@ -21,14 +21,28 @@ def _conv_executor(reward_of):
     return InlineExecutor(lambda t: Outcome(t.trial_id, "COMPLETE", reward=reward_of(t.architecture)))
 
 
-def test_conv_children_deepen_on_schedule():
+@pytest.mark.parametrize(
+    ("sampling", "expected"),
+    [
+        ("batch", [2] * 12 + [4] * 8 + [6] * 20),  # batches of 4 are sampled at their first trial's depth
+        ("async", [2] * 10 + [4] * 10 + [6] * 20),  # a child is sampled alone: exactly on schedule
+    ],
+)
+def test_conv_children_deepen_on_schedule(sampling, expected):
     config = build_config(
-        {"space": "conv", "trials": 40, "batch": 4, "start_layers": 2, "grow_every": 10, "max_layers": 6}
+        {
+            "space": "conv",
+            "trials": 40,
+            "batch": 4,
+            "start_layers": 2,
+            "grow_every": 10,
+            "max_layers": 6,
+            "sampling": sampling,
+        }
     )
     search = Search(config, _conv_executor(lambda a: random.Random(len(a["layers"])).random()))
     search.run()
-    depths = [len(r.architecture["layers"]) for r in search.ledger]
-    assert depths == [2] * 12 + [4] * 8 + [6] * 20  # batches of 4 are sampled at their first trial's depth
+    assert [len(r.architecture["layers"]) for r in search.ledger] == expected
 
 
 def test_replicas_keep_k_times_m_in_flight_and_record_staleness():
