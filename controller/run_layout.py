@@ -1,26 +1,22 @@
 """Where a run keeps its files, in any store. The same layout on local disk and in MinIO::
 
 RUN/config.yaml                      the resolved search config (what --resume reads back)
-RUN/checkpoint.pt                    controller state: policy, optimiser, baseline, RNG, ledger
-RUN/summary.json                     the run's summary, rewritten at every checkpoint
+RUN/summary.json                     run-wide figures, rewritten beside every checkpoint
 RUN/trials/<trial-id>/architecture.json   written by the controller before dispatch (protocol.TrialSpec)
 RUN/trials/<trial-id>/result.json         written once by the trainer or table evaluator (protocol.TrialResult)
+RUN/journal/, RUN/policy/, RUN/checkpoint.pt   the controller's own state: controller.journal, controller.checkpoint
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from controller.protocol import TrialResult, TrialSpec, check_trial_id
 from controller.stores import BaseStore, KeyNotFound
 
 CONFIG = "config.yaml"
-CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
 
@@ -75,19 +71,6 @@ class RunFiles:
         result = TrialResult.from_json(data, key)
         check_trial_id(key, trial_id, result.trial_id)
         return result
-
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        self.store.write(CHECKPOINT, buf.getvalue())
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        try:
-            data = self.store.read(CHECKPOINT)
-        except KeyNotFound:
-            return None
-        # Our own file, holding RNG states and numpy scalars: not restricted to weights.
-        return torch.load(io.BytesIO(data), weights_only=False)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.store.write(SUMMARY, dumps(summary))

@@ -46,6 +46,15 @@ def test_results_are_written_once(store):
     assert store.read("trials/t00001/result.json") == b"first"
 
 
+def test_delete_removes_a_key_and_may_be_repeated(store):
+    store.write("policy/v000001.pt", b"weights")
+    store.delete("policy/v000001.pt")
+    assert not store.exists("policy/v000001.pt")
+    store.delete("policy/v000001.pt")  # a retried delete of what is gone already
+    with pytest.raises(KeyNotFound):
+        store.read("policy/v000001.pt")
+
+
 def test_listing_by_prefix(store):
     for key in (
         "trials/t00001/result.json",
