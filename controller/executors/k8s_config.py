@@ -50,6 +50,7 @@ class KubernetesConfig:
     retry_budget: int = 3  # re-dispatches per trial after infrastructure failures (eviction, OOM, lost node)
     resync_seconds: float = 300.0  # list all of the run's Jobs this often, in case a watch event was missed
     api_retry_seconds: float = 120.0  # keep retrying 5xx, 429 and connection errors this long, then give up
+    create_concurrency: int = 8  # Job creates sent at once, off the search loop; 0: each inside submit(), in turn
 
     def validate(self, prefix: str = "kubernetes.") -> KubernetesConfig:
         if not _DNS_LABEL.match(self.namespace) or len(self.namespace) > 63:
@@ -75,6 +76,7 @@ class KubernetesConfig:
             ("parallelism", 1),
             ("retry_budget", 0),
             ("trials_per_job", 1),
+            ("create_concurrency", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{prefix}{name}", getattr(self, name), f"an integer >= {low}")

@@ -10,7 +10,12 @@ How it talks to the cluster (Kopf's habits):
   background thread; a 410 Gone relists quietly, and every ``resync_seconds`` a full relist catches
   anything a watch missed (a Job deleted while the watch was down, a Pod stuck on a bad image).
 - **At most ``parallelism`` Jobs alive**: the executor's capacity, counting Jobs of the run left by an
-  earlier controller until they finish.
+  earlier controller until they finish, and the Jobs being created.
+- **Creates off the loop**: ``submit()`` hands the create to ``create_concurrency`` threads
+  (:mod:`controller.executors.k8s_create`) and returns; :meth:`wait` handles the answer as ``submit()``
+  would have (0: ``submit()`` sends the create and waits for it). A 429's Retry-After pauses every create.
+- **O(1) per event and per submit**: the Jobs seen, the ones held and the counts behind ``free_slots()``
+  are kept in a :class:`~controller.executors.k8s_cache.JobCache`, updated as each Job changes.
 - **Outcomes**: a published result.json decides first; a Complete Job without one is FAILED
   ("no_result"); a Failed Job is classified by :mod:`controller.executors.k8s_classify`: temporary
   failures come back as RETRY while the trial's ``retry_budget`` lasts, then FAILED. A Job deleted by
@@ -26,7 +31,7 @@ How it talks to the cluster (Kopf's habits):
   :func:`delete_run_jobs` removes every Job of a run (a pipeline's exit handler).
 - **The API**: 5xx, 429 and connection errors are retried with exponential backoff and jitter (a 429's
   Retry-After is honoured) for ``api_retry_seconds``; then, and for 403/404/422, the search stops with
-  the error (``--resume`` continues it).
+  the error (``--resume`` continues it): from :meth:`wait` when it was a create sent in the background.
 
 In a Pod, the Jobs are owned by the controller's Pod (downward API env ``POD_NAME``, ``POD_UID``,
 ``POD_NAMESPACE``), so deleting the controller deletes its children. The controller's ServiceAccount
@@ -43,13 +48,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from controller.executors.base import BaseExecutor, Outcome
 from controller.executors.k8s_api import ApiRetry, JobsApi, KubeApiError, KubernetesJobsApi, Obj
+from controller.executors.k8s_cache import Attempt, JobCache
 from controller.executors.k8s_classify import Verdict, classify_failure, finished, pods_of, stuck
 from controller.executors.k8s_config import KubernetesConfig
+from controller.executors.k8s_create import Created, JobCreator
 from controller.executors.k8s_manifest import (
     ATTEMPT_LABEL,
     RUN_LABEL,
@@ -76,24 +82,6 @@ WATCH_WINDOW = 60  # seconds per watch request: short enough to notice close(), 
 RBAC_HINT = (
     "the controller's ServiceAccount needs jobs.batch get, list, watch, create, delete and pods list in namespace {ns}"
 )
-
-
-@dataclass
-class _Attempt:
-    """The Job running one trial, or a batch of them, now."""
-
-    trial_ids: list[str]  # the Job's trials still waiting for an outcome; the first named the Job
-    name: str
-    uid: str | None
-    attempt: int
-    created_at: float  # monotonic clock, after the create returned: a later list must show the Job
-    first: str = ""  # the trial the Job is named and labelled after
-    batch: bool = False  # the Job trains several trials: their results are polled while it runs
-    # Trials of an adopted batch Job that the search has not handed us again yet: they rejoin it.
-    rejoining: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.first = self.first or self.trial_ids[0]
 
 
 class KubernetesExecutor(BaseExecutor):
@@ -135,17 +123,30 @@ class KubernetesExecutor(BaseExecutor):
         self.on_error: Callable[[str], None] | None = None
         self.counts: Counter[str] = Counter()  # created, adopted, complete, failed, retry, by reason code, ...
         self._sleep, self._clock = sleep, clock  # for the API retries' backoff (tests pass fakes)
-        self._attempts: dict[str, _Attempt] = {}  # trial id -> its Job in flight (a batch's trials share one)
+        self._rng = random.Random()  # the backoff jitter: seeding a new Random on every call costs 0.1 ms
+        self._attempts: dict[str, Attempt] = {}  # trial id -> its Job in flight (a batch's trials share one)
         self._pending: list[TrialRecord] = []  # submitted, waiting to fill a batch (trials_per_job > 1)
-        # Batch Jobs whose every trial has its result but which have not ended yet: deleted when they do.
-        self._draining: dict[str, _Attempt] = {}
+        self._creating: dict[str, list[str]] = {}  # Job name -> its trials, while the create is on its way
+        # Jobs of a create in flight whose deletion the watch reported before the create's answer: name -> uid.
+        self._vanished: dict[str, str] = {}
         self._next_poll = 0.0  # monotonic time of the next look for results of running batches
-        self._seen: dict[str, Obj] = {}  # Job name -> latest state of every Job of the run
-        self._deleted: set[str] = set()  # uids of the Jobs this executor deleted
+        self._jobs = JobCache()  # every Job of the run as last seen, and the ones held here
+        self._trial_uri_prefix = trial_uri(self.run_uri, "")
         self._retries: Counter[str] = Counter()  # RETRY outcomes given per trial
         self._ready: list[Outcome] = []
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._stop = threading.Event()
+        # The pool's answers and API errors go through the events queue: only this thread touches the state.
+        self._creator = JobCreator(
+            self.api,
+            self.namespace,
+            self._call,
+            config.create_concurrency,
+            deliver=lambda done: self._events.put(("CREATED", done)),
+            report=lambda error: self._events.put(("API_ERROR", error)),
+            sleep=sleep,
+            clock=clock,
+        )
         jobs, version = self._call(lambda: self.api.list_jobs(self.namespace, self.selector), "list Jobs")
         self._snapshot(jobs, listed_at=time.monotonic(), periodic=False)
         if jobs:
@@ -155,19 +156,18 @@ class KubernetesExecutor(BaseExecutor):
 
     # -- the contract ------------------------------------------------------------------------
     def running(self) -> set[str]:
-        return set(self._attempts) | {t.trial_id for t in self._pending}
+        creating = {t for ids in self._creating.values() for t in ids}
+        return set(self._attempts) | {t.trial_id for t in self._pending} | creating
 
     def free_slots(self) -> int:
-        orphans = self._orphans_alive()
-        jobs_alive = len(self._jobs_in_flight()) + len(orphans)
+        jobs_alive = self._jobs.jobs_alive
         if self.batch_size == 1:
             return max(0, self.config.parallelism - jobs_alive)
         # Room left in the batch being gathered, a whole batch per Job that may still start, and the
         # trials of an earlier controller's running batches, which rejoin them rather than start a Job.
         pending_room = self.batch_size - len(self._pending) if self._pending else 0
         free_jobs = self.config.parallelism - jobs_alive - (1 if self._pending else 0)
-        rejoin = sum(len(job_trials(j)) for j in orphans) + sum(len(a.rejoining) for a in self._jobs_in_flight())
-        return max(0, pending_room + max(0, free_jobs) * self.batch_size + rejoin)
+        return max(0, pending_room + max(0, free_jobs) * self.batch_size + self._jobs.rejoin_room)
 
     def submit(self, trial: TrialRecord) -> None:
         if self.free_slots() < 1:
@@ -176,28 +176,27 @@ class KubernetesExecutor(BaseExecutor):
             self._submit_to_batch(trial)
             return
         trial_id = trial.trial_id
-        existing = self._job_of(trial_id)
+        existing = self._jobs.newest_of(trial_id)
         if existing is not None:  # left by an earlier controller: running, or finished while it was away
             self.counts["adopted"] += 1
             log.info("kubernetes: trial %s: adopting Job %s", trial_id, existing["metadata"]["name"])
-            self._track([trial_id], existing)
-            self._consider(existing)
+            self._consider(self._track([trial_id], existing))
             return
         self._start_job([trial])
 
     def _submit_to_batch(self, trial: TrialRecord) -> None:
         trial_id = trial.trial_id
-        existing = self._job_of(trial_id)
+        existing = self._jobs.newest_of(trial_id)
         if existing is not None:  # an earlier controller's batch: join it
             self.counts["adopted"] += 1
             name = existing["metadata"]["name"]
             log.info("kubernetes: trial %s: adopting batch Job %s", trial_id, name)
-            held = next((a for a in self._jobs_in_flight() if a.name == name), None)
+            held = self._jobs.attempt(name)
             if held is None:
-                self._track([trial_id], existing)
+                existing = self._track([trial_id], existing)
             else:
                 held.trial_ids.append(trial_id)
-                held.rejoining.discard(trial_id)
+                self._jobs.rejoined(held, trial_id)
                 self._attempts[trial_id] = held
             self._consider(existing)
             return
@@ -218,7 +217,7 @@ class KubernetesExecutor(BaseExecutor):
             self._start_job(batch)
 
     def _start_job(self, trials: list[TrialRecord]) -> None:
-        """Create the Job of ``trials`` (one, or a batch led by the first), or adopt it on 409."""
+        """Send the create of the Job of ``trials`` (one, or a batch led by the first); see :meth:`_created`."""
         first, ids = trials[0], [t.trial_id for t in trials]
         body = build_job(
             self.run_uri,
@@ -232,16 +231,28 @@ class KubernetesExecutor(BaseExecutor):
             children_per_gpu=self.children_per_gpu,
         )
         name = body["metadata"]["name"]
-        try:
-            job = self._call(lambda: self.api.create_job(self.namespace, body), f"create Job {name}")
-            self.counts["created"] += 1
-        except KubeApiError as e:
-            if e.status != 409:
-                raise
-            job = self._call(lambda: self.api.read_job(self.namespace, name), f"read Job {name}")
+        self._creating[name] = ids
+        self._jobs.claim(name)
+        done = self._creator.create(body, ids, report_now=self._report_error)
+        if done is not None:  # create_concurrency 0: answered already
+            self._created(done)
+
+    def _created(self, done: Created) -> None:
+        """A create has answered: track the Job, or adopt the one met on 409 Conflict when its run and trial
+        labels match (a create retried after a lost answer), or fail the trials with the reason when they do
+        not; an API error that outlived the retries stops the search."""
+        name, ids = done.name, done.trial_ids
+        self._creating.pop(name, None)
+        vanished = self._vanished.pop(name, None)
+        job = done.job
+        if job is None:
+            self._jobs.release(name)
+            raise done.error or KubeApiError(None, f"create Job {name}: no answer")
+        if done.conflict:
             labels = job.get("metadata", {}).get("labels") or {}
             same_trials = [label_value(t) for t in job_trials(job)] == [label_value(t) for t in ids]
             if labels.get(RUN_LABEL) != label_value(self.run_id) or not (same_trials and self._ours(job)):
+                self._jobs.release(name)
                 reason = (
                     f"job_conflict: Job {name} already exists in namespace {self.namespace} for run "
                     f"{labels.get(RUN_LABEL)!r}, trial {labels.get(TRIAL_LABEL)!r} of "
@@ -253,7 +264,13 @@ class KubernetesExecutor(BaseExecutor):
                     self._ready.append(Outcome(trial_id, "FAILED", reason=reason))
                 return
             self.counts["adopted"] += 1  # our own create, whose answer was lost
-        self._track(ids, job)
+        else:
+            self.counts["created"] += 1
+        job = self._track(ids, job, created_at=done.at)
+        attempt = self._attempt_for(job)
+        if attempt is not None and vanished is not None and vanished == attempt.uid:  # deleted before we heard
+            self._deleted_externally(attempt)
+            return
         self._consider(job)
 
     def wait(self, timeout: float) -> list[Outcome]:
@@ -280,15 +297,16 @@ class KubernetesExecutor(BaseExecutor):
         return out
 
     def close(self) -> None:
-        """Stop watching. Running Jobs stay: ``--resume`` adopts them; :func:`delete_run_jobs` removes them."""
+        """Stop watching. Running Jobs stay: ``--resume`` adopts them; :func:`delete_run_jobs` removes them.
+        Creates already sent are waited for, so that each trial dispatched has its Job to adopt."""
         self._stop.set()
+        self._creator.close()
         # The thread ends when its current watch request does (<= WATCH_WINDOW s); it is a daemon and its
         # events go nowhere, so there is no need to block the caller for it.
         self._watcher.join(timeout=0.2)
 
     def _until_poll(self) -> float:
-        batches = any(a.batch for a in self._jobs_in_flight())
-        return max(0.05, self._next_poll - time.monotonic()) if batches else WATCH_WINDOW
+        return max(0.05, self._next_poll - time.monotonic()) if self._jobs.any_batch else WATCH_WINDOW
 
     def _poll_batches(self) -> None:
         """Collect the published results of trials in running batch Jobs (a Job's end collects the rest)."""
@@ -296,66 +314,56 @@ class KubernetesExecutor(BaseExecutor):
         if now < self._next_poll:
             return
         self._next_poll = now + self.config.result_poll_seconds
-        for attempt in (a for a in self._jobs_in_flight() if a.batch):
+        if not self._jobs.any_batch:  # skip listing every held Job for nothing: this runs on each pass of wait()
+            return
+        for attempt in (a for a in self._jobs.attempts() if a.batch):
             for trial_id in list(attempt.trial_ids):
                 result = self.files.read_result(trial_id)
                 if result is not None:
                     self._record(attempt, outcome_from_result(trial_id, result))
 
     # -- state ---------------------------------------------------------------------------------
-    def _track(self, trial_ids: list[str], job: Obj) -> None:
+    def _track(self, trial_ids: list[str], job: Obj, created_at: float | None = None) -> Obj:
+        """Hold ``job`` for ``trial_ids``; returns the Job as last seen, which may be newer than ``job``."""
         meta = job.get("metadata", {})
+        name = meta["name"]
+        cached = self._jobs.get(name)
+        if cached is not None and cached["metadata"].get("uid") == meta.get("uid"):
+            # Seen by the watch since (possibly finished already): later states are still in the queue.
+            job = cached
+        else:
+            self._jobs.put(job)
         attempt = int((meta.get("labels") or {}).get(ATTEMPT_LABEL, "1") or 1)
-        held = _Attempt(list(trial_ids), meta["name"], meta.get("uid"), attempt, time.monotonic())
+        when = time.monotonic() if created_at is None else created_at
+        held = Attempt(list(trial_ids), name, meta.get("uid"), attempt, when)
         listed = job_trials(job)
         held.batch, held.rejoining = len(listed) > 1, set(listed) - set(trial_ids)
         for trial_id in trial_ids:
             self._attempts[trial_id] = held
-        self._seen[meta["name"]] = job
-
-    def _jobs_in_flight(self) -> list[_Attempt]:
-        """Each tracked Job once (a batch's trials share one), draining ones included: they hold a slot."""
-        return list({id(a): a for a in [*self._attempts.values(), *self._draining.values()]}.values())
+        self._jobs.hold(held)
+        return job
 
     def _ours(self, job: Obj) -> bool:
         """A Job of this run's store: run ids are run folder names, and two stores may hold the same one."""
         annotations = job.get("metadata", {}).get("annotations") or {}
-        return str(annotations.get(TRIAL_URI_ANNOTATION, "")).startswith(trial_uri(self.run_uri, ""))
+        return str(annotations.get(TRIAL_URI_ANNOTATION, "")).startswith(self._trial_uri_prefix)
 
-    def _job_of(self, trial_id: str) -> Obj | None:
-        """The newest Job of this trial that the run has, if any."""
-        mine = [
-            j
-            for j in self._seen.values()
-            if (
-                (j["metadata"].get("labels") or {}).get(TRIAL_LABEL) == label_value(trial_id)
-                or trial_id in job_trials(j)
-            )
-            and j["metadata"].get("uid") not in self._deleted
-        ]
-        return max(mine, key=lambda j: int(j["metadata"]["labels"].get(ATTEMPT_LABEL, "1") or 1), default=None)
-
-    def _orphans_alive(self) -> list[Obj]:
-        """Unfinished Jobs of the run that no trial of this executor holds (an earlier controller's)."""
-        held = {a.name for a in self._jobs_in_flight()}
-        return [
-            j
-            for name, j in self._seen.items()
-            if name not in held and j["metadata"].get("uid") not in self._deleted and finished(j) is None
-        ]
-
-    def _attempt_for(self, job: Obj) -> _Attempt | None:
+    def _attempt_for(self, job: Obj) -> Attempt | None:
         meta = job.get("metadata", {})
-        for a in self._jobs_in_flight():
-            if a.name == meta.get("name") and (a.uid is None or a.uid == meta.get("uid")):
-                return a
-        return None
+        a = self._jobs.attempt(meta.get("name", ""))
+        return a if a is not None and (a.uid is None or a.uid == meta.get("uid")) else None
 
-    # -- events from the watcher --------------------------------------------------------------
+    # -- events from the watcher and the creates ------------------------------------------------
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "ERROR":
             raise event[1]
+        if kind == "CREATED":
+            self._created(event[1])
+            return
+        if kind == "API_ERROR":
+            self._report_error(event[1])
+            return
         if kind == "SNAPSHOT":
             self._snapshot(event[1], listed_at=event[2], periodic=True)
             return
@@ -364,26 +372,27 @@ class KubernetesExecutor(BaseExecutor):
             return
         job: Obj = event[1]
         meta = job.get("metadata", {})
-        if meta.get("uid") in self._deleted or not self._ours(job):
+        if meta.get("uid") in self._jobs.deleted or not self._ours(job):
             return
+        name = meta.get("name", "")
         if kind == "DELETED":
-            self._seen.pop(meta.get("name", ""), None)
+            self._jobs.pop(name)
             attempt = self._attempt_for(job)
             if attempt is not None:
                 self._deleted_externally(attempt)
+            elif name in self._creating and meta.get("uid"):
+                self._vanished[name] = meta["uid"]
             return
-        self._seen[meta["name"]] = job
+        self._jobs.put(job)
         if self._attempt_for(job) is not None:
             self._consider(job)
 
     def _snapshot(self, jobs: list[Obj], listed_at: float, periodic: bool) -> None:
-        self._seen = {
-            j["metadata"]["name"]: j for j in jobs if j["metadata"].get("uid") not in self._deleted and self._ours(j)
-        }
+        self._jobs.replace([j for j in jobs if j["metadata"].get("uid") not in self._jobs.deleted and self._ours(j)])
         if periodic:
             self.counts["resyncs"] += 1
-        for attempt in self._jobs_in_flight():
-            job = self._seen.get(attempt.name)
+        for attempt in self._jobs.attempts():
+            job = self._jobs.get(attempt.name)
             if job is not None and (attempt.uid is None or job["metadata"].get("uid") == attempt.uid):
                 self._consider(job)
             elif attempt.created_at < listed_at:  # created before this list began, and not in it: deleted
@@ -395,13 +404,13 @@ class KubernetesExecutor(BaseExecutor):
         """A Pod waiting on a bad image or a missing Secret never fails its Job; say so instead of waiting
         out the deadline."""
         pods = self._call(lambda: self.api.list_pods(self.namespace, self.selector), "list Pods")
-        for attempt in self._jobs_in_flight():
-            job = self._seen.get(attempt.name)
+        for attempt in self._jobs.attempts():
+            job = self._jobs.get(attempt.name)
             reason = stuck(pods_of(job, pods)) if job is not None else None
             if reason:
                 self._finish(attempt, lambda trial_id, r=reason: Outcome(trial_id, "FAILED", reason=f"pod_stuck: {r}"))
 
-    def _deleted_externally(self, attempt: _Attempt) -> None:
+    def _deleted_externally(self, attempt: Attempt) -> None:
         verdict = Verdict("RETRY", "job_deleted", f"Job {attempt.name} was deleted outside nasrl")
         self._finish(attempt, lambda trial_id: self._verdict_outcome(trial_id, verdict), delete=False)
 
@@ -439,28 +448,28 @@ class KubernetesExecutor(BaseExecutor):
             reason += f" (after {self._retries[trial_id]} retries: kubernetes.retry_budget is spent)"
         return Outcome(trial_id, "FAILED", reason=reason)
 
-    def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
-        """One trial of ``attempt`` has its outcome; its Job may hold others still."""
+    def _record(self, attempt: Attempt, outcome: Outcome) -> None:
+        """One trial of ``attempt`` has its outcome; its Job may hold others still. A batch Job whose every
+        trial has its outcome stays held, and keeps its slot, until it ends (:meth:`_finish`)."""
         if outcome.trial_id in attempt.trial_ids:
             attempt.trial_ids.remove(outcome.trial_id)
         self._attempts.pop(outcome.trial_id, None)
-        if not attempt.trial_ids:
-            self._draining[attempt.name] = attempt  # until the Job ends (_finish)
         status = outcome.status.lower()
         self.counts[status] += 1
         if outcome.reason:  # by reason code too: "retry:evicted", "failed:nan_loss"
             self.counts[f"{status}:{outcome.reason.split(':', 1)[0]}"] += 1
         self._ready.append(outcome)
 
-    def _finish(self, attempt: _Attempt, outcome_of: Callable[[str], Outcome], delete: bool = True) -> None:
+    def _finish(self, attempt: Attempt, outcome_of: Callable[[str], Outcome], delete: bool = True) -> None:
         """The Job has ended: every trial of it still waiting gets ``outcome_of(trial_id)``."""
         for trial_id in list(attempt.trial_ids):
             self._record(attempt, outcome_of(trial_id))
-        self._draining.pop(attempt.name, None)
-        job = self._seen.pop(attempt.name, None)
+        if self._jobs.attempt(attempt.name) is attempt:
+            self._jobs.release(attempt.name)
+        job = self._jobs.pop(attempt.name)
         uid = (job or {}).get("metadata", {}).get("uid") or attempt.uid
         if uid:
-            self._deleted.add(uid)
+            self._jobs.deleted.add(uid)
         if delete:
             self._delete(attempt.name)
 
@@ -478,9 +487,11 @@ class KubernetesExecutor(BaseExecutor):
         if self.on_error is not None:
             self.on_error(kind)
 
-    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+    def _call(self, fn: Callable[[], Any], what: str, on_error: Callable[[KubeApiError], None] | None = None) -> Any:
+        """``fn()`` with the retries; ``on_error`` (default: count it now) hears of every API error."""
+        report = on_error or self._report_error
         try:
-            return self.retry.call(fn, what, sleep=self._sleep, clock=self._clock, on_error=self._report_error)
+            return self.retry.call(fn, what, sleep=self._sleep, clock=self._clock, rng=self._rng, on_error=report)
         except KubeApiError as e:
             if e.status == 403:
                 raise KubeApiError(403, f"{e.reason} ({what}); " + RBAC_HINT.format(ns=self.namespace)) from None

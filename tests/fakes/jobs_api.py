@@ -7,8 +7,12 @@ resourceVersion, and plays the kubelet's part on demand: a test moves a Job thro
 ``succeed``, ``exit``, ``oom_kill``, ``evict``, ``preempt``, ``lose_node``, ``kubelet_deadline``,
 ``exceed_deadline`` or ``stall``, each setting the Job's conditions and its Pod's status as Kubernetes
 does. Faults are injected per call: ``fail("create_job", 500)``, ``fail("list_jobs", 429,
-retry_after=2)``, ``lose_answer("create_job")`` (the call happens, its answer is lost), and
+retry_after=2)``, ``lose_answer("create_job")`` (the call happens, its answer is lost), ``hold("create_job")``
+(calls wait until ``release("create_job")``; ``after=True``: they take effect, then wait to answer), and
 ``expire_watches()`` (410 Gone). ``autorun(script)`` runs every new Job in a thread with ``script(job)``.
+
+It stays cheap at paper scale (800 Jobs alive, thousands of events), so that a benchmark on it measures
+the executor: a watch finds its next events by resourceVersion, and a Job's Pods are found by its uid.
 
 It is a fake: it checks no schema, ignores namespaces' existence, and runs no scheduler. Tests use it to
 check the executor's behaviour, never Kubernetes'.
@@ -16,6 +20,7 @@ check the executor's behaviour, never Kubernetes'.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 import time
@@ -51,14 +56,19 @@ class FakeJobsApi:
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}
         self._rv = 0
-        self._history: list[tuple[int, str, Obj]] = []  # (resourceVersion, type, object)
+        self._history: list[tuple[int, str, Obj]] = []  # (resourceVersion, type, object), oldest first
+        self._history_rvs: list[int] = []  # the same resourceVersions, for bisect
         self._gone_before = 0  # watches from a resourceVersion older than this get 410 Gone
         self._watch_generation = 0  # bumped by expire_watches(): open watches end with 410
         self._faults: dict[str, deque[tuple[KubeApiError, bool]]] = {m: deque() for m in METHODS}
+        self._gates: dict[tuple[str, bool], threading.Event] = {}  # (method, after) -> set when released
         self._script: Script | None = None
         self.calls: Counter[str] = Counter()
+        self.held: Counter[str] = Counter()  # calls waiting at a hold() now, by method
         self.created: list[str] = []  # names, in creation order
         self.max_unfinished = 0  # the most Jobs that existed unfinished at one time
+        self._unfinished = 0
+        self._pods_of: dict[str, set[tuple[str, str]]] = {}  # Job uid -> its Pods' keys
 
     # -- fault injection ---------------------------------------------------------------------
     def fail(self, method: str, status: int | None, times: int = 1, retry_after: float | None = None) -> None:
@@ -77,6 +87,35 @@ class FakeJobsApi:
             self._watch_generation += 1
             self._cond.notify_all()
 
+    def hold(self, method: str, after: bool = False) -> None:
+        """Calls of ``method`` wait until :meth:`release`: before doing anything, or (``after``) once they
+        have taken effect, before answering (a slow API server, a slow network back)."""
+        self._gates[(method, after)] = threading.Event()
+
+    def release(self, method: str) -> None:
+        for after in (False, True):
+            gate = self._gates.pop((method, after), None)
+            if gate is not None:
+                gate.set()
+
+    def _gate(self, method: str, after: bool) -> None:
+        gate = self._gates.get((method, after))
+        if gate is None:
+            return
+        with self._cond:
+            self.held[method] += 1
+        try:
+            gate.wait()
+        finally:
+            with self._cond:
+                self.held[method] -= 1
+
+    def _answer(self, method: str, late: KubeApiError | None) -> None:
+        """Between a call's effect and its answer: an ``after`` hold, then a lost answer."""
+        self._gate(method, after=True)
+        if late:
+            raise late
+
     def _fault(self, method: str) -> tuple[KubeApiError, bool] | None:
         self.calls[method] += 1
         queue = self._faults[method]
@@ -84,6 +123,7 @@ class FakeJobsApi:
 
     def _enter(self, method: str) -> KubeApiError | None:
         """Raise an injected fault now, or return one to raise after the call has taken effect."""
+        self._gate(method, after=False)
         fault = self._fault(method)
         if fault is None:
             return None
@@ -105,13 +145,12 @@ class FakeJobsApi:
             self.jobs[(namespace, name)] = job
             self.created.append(name)
             self._emit("ADDED", job)
-            unfinished = sum(1 for j in self.jobs.values() if not self._finished(j))
-            self.max_unfinished = max(self.max_unfinished, unfinished)
+            self._unfinished += 1
+            self.max_unfinished = max(self.max_unfinished, self._unfinished)
             answer = copy.deepcopy(job)
         if self._script is not None:
             threading.Thread(target=self._autorun, args=(namespace, name), daemon=True).start()
-        if late:
-            raise late
+        self._answer("create_job", late)
         return answer
 
     def read_job(self, namespace: str, name: str) -> Obj:
@@ -119,8 +158,7 @@ class FakeJobsApi:
         with self._cond:
             job = self._get(namespace, name)
             answer = copy.deepcopy(job)
-        if late:
-            raise late
+        self._answer("read_job", late)
         return answer
 
     def list_jobs(self, namespace: str, label_selector: str) -> tuple[list[Obj], str]:
@@ -132,8 +170,7 @@ class FakeJobsApi:
                 if ns == namespace and _matches(j, label_selector)
             ]
             answer = (items, str(self._rv))
-        if late:
-            raise late
+        self._answer("list_jobs", late)
         return answer
 
     def watch_jobs(
@@ -153,12 +190,11 @@ class FakeJobsApi:
                 while True:
                     if self._watch_generation != generation:
                         raise KubeApiError(410, "too old resource version (history compacted)")
+                    start = bisect.bisect_right(self._history_rvs, position)  # the first event after it
                     pending = [
                         (rv, kind, obj)
-                        for rv, kind, obj in self._history
-                        if rv > position
-                        and obj["metadata"].get("namespace") == namespace
-                        and _matches(obj, label_selector)
+                        for rv, kind, obj in self._history[start:]
+                        if obj["metadata"].get("namespace") == namespace and _matches(obj, label_selector)
                     ]
                     if pending:
                         break
@@ -177,13 +213,11 @@ class FakeJobsApi:
         with self._cond:
             job = self._get(namespace, name)
             del self.jobs[(namespace, name)]
-            # Background propagation: the Job goes now, its Pods right after.
-            for key, pod in list(self.pods.items()):
-                if self._owned_by(pod, job):
-                    del self.pods[key]
+            if not self._finished(job):
+                self._unfinished -= 1
+            self._drop_pods(job)  # background propagation: the Job goes now, its Pods right after
             self._emit("DELETED", job)
-        if late:
-            raise late
+        self._answer("delete_job", late)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         late = self._enter("list_pods")
@@ -193,8 +227,7 @@ class FakeJobsApi:
                 for (ns, _), p in sorted(self.pods.items())
                 if ns == namespace and _matches(p, label_selector)
             ]
-        if late:
-            raise late
+        self._answer("list_pods", late)
         return answer
 
     # -- the kubelet's part ----------------------------------------------------------------------
@@ -240,18 +273,14 @@ class FakeJobsApi:
         """The node is gone: the Pod is garbage-collected and the Job counts it failed."""
         with self._cond:
             job = self._get(namespace, name)
-            for key, pod in list(self.pods.items()):
-                if self._owned_by(pod, job):
-                    del self.pods[key]
+            self._drop_pods(job)
             self._fail(job, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
 
     def exceed_deadline(self, name: str, namespace: str = "default") -> None:
         """The Job's own activeDeadlineSeconds passes: Kubernetes fails it and deletes its Pods."""
         with self._cond:
             job = self._get(namespace, name)
-            for key, pod in list(self.pods.items()):
-                if self._owned_by(pod, job):
-                    del self.pods[key]
+            self._drop_pods(job)
             self._fail(job, "DeadlineExceeded", "Job was active longer than specified deadline")
 
     def stall(self, name: str, namespace: str = "default", reason: str = "ImagePullBackOff", age: float = 600) -> None:
@@ -264,13 +293,15 @@ class FakeJobsApi:
             self._emit("MODIFIED", job)
 
     def add_job(self, body: Obj, namespace: str = "default") -> Obj:
-        """A Job made by someone else (another run, another tool), bypassing faults."""
+        """A Job made by someone else (another run, another tool), bypassing faults and holds."""
         faults, self._faults["create_job"] = self._faults["create_job"], deque()
         script, self._script = self._script, None
+        gates = {after: self._gates.pop(("create_job", after), None) for after in (False, True)}
         try:
             return self.create_job(namespace, body)
         finally:
             self._faults["create_job"], self._script = faults, script
+            self._gates.update({("create_job", after): g for after, g in gates.items() if g is not None})
 
     def autorun(self, script: Script | None) -> None:
         """Run each Job created from now on in a thread: ``start``, then ``script(job)`` says how it ends:
@@ -322,15 +353,16 @@ class FakeJobsApi:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._history.append((self._rv, kind, copy.deepcopy(obj)))
+        self._history_rvs.append(self._rv)
         self._cond.notify_all()
 
     @staticmethod
     def _finished(job: Obj) -> bool:
         return any(c.get("type") in ("Complete", "Failed") for c in job.get("status", {}).get("conditions") or [])
 
-    @staticmethod
-    def _owned_by(pod: Obj, job: Obj) -> bool:
-        return any(r.get("uid") == job["metadata"]["uid"] for r in pod["metadata"].get("ownerReferences") or [])
+    def _drop_pods(self, job: Obj) -> None:
+        for key in self._pods_of.pop(job["metadata"]["uid"], set()):
+            self.pods.pop(key, None)
 
     def _pod(self, job: Obj, phase: str, state: Obj, pod_status: Obj | None = None) -> Obj:
         """The Job's one Pod (made on first use), in ``phase`` with its trainer container in ``state``."""
@@ -357,12 +389,15 @@ class FakeJobsApi:
                 "status": {},
             }
             self.pods[(namespace, pod_name)] = pod
+            self._pods_of.setdefault(job["metadata"]["uid"], set()).add((namespace, pod_name))
         pod["status"] = {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}]} | (
             pod_status or {}
         )
         return pod
 
     def _condition(self, job: Obj, kind: str, reason: str, message: str) -> None:
+        if kind in ("Complete", "Failed") and not self._finished(job):
+            self._unfinished -= 1
         job["status"].setdefault("conditions", []).append(
             {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": _now()}
         )
