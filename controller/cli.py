@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from controller.config import LM_PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
-from controller.errors import NasrlError
+from controller.errors import NasrlError, SearchStopped
 from controller.settings import add_arguments, nest
 
 
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(show_run(args.run, top=args.top))
             return 0
+    except SearchStopped as e:
+        print(f"nasrl: {e}", file=sys.stderr)
+        return e.exit_code
     except NasrlError as e:
         print(f"nasrl: error: {e}", file=sys.stderr)
         return 2
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("nasrl: interrupted; continue with: nasrl search --resume RUN", file=sys.stderr)
+        # Outside a search loop (a search stops on its own, with SearchStopped): nothing was started, or
+        # it was a command that keeps no state.
+        print("nasrl: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -29,6 +29,16 @@ class StoreError(NasrlError):
     """The run store cannot be read or written."""
 
 
+class SearchStopped(NasrlError):
+    """The search stopped on a signal (Ctrl-C, SIGTERM) after checkpointing; ``--resume`` continues it."""
+
+    def __init__(self, signal_name: str, exit_code: int, run_dir: str) -> None:
+        self.signal_name, self.exit_code, self.run_dir = signal_name, exit_code, run_dir
+        super().__init__(
+            f"stopped by {signal_name}; everything done is saved; continue with: nasrl search --resume {run_dir}"
+        )
+
+
 class ProtocolError(NasrlError):
     """A trial file (``architecture.json``, ``result.json``) breaks the trial protocol.
 

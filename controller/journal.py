@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.errors import NasrlError
 from controller.ledger import TrialRecord
-from controller.stores import BaseStore
+from controller.stores import BaseStore, KeyNotFound
 
 PREFIX = "journal/"
 
@@ -62,26 +61,29 @@ class JournalContents:
 
 def read_journal(store: BaseStore, segments: int) -> JournalContents:
     """The first ``segments`` segments (the number the run's checkpoint gives)."""
+    from controller.checkpoint import CheckpointError
+
     out = JournalContents()
     for number in range(segments):
-        for entry in _entries(store, number):
-            kind = entry.pop("kind", None)
-            if kind == "trial":
-                out.trials.append(TrialRecord.from_dict(entry))
-            elif kind == "update":
-                out.updates.append(entry)
+        key = segment_key(number)
+        try:
+            for entry in _entries(store.read(key)):
+                kind = entry.pop("kind", None)
+                if kind == "trial":
+                    out.trials.append(TrialRecord.from_dict(entry))
+                elif kind == "update":
+                    out.updates.append(entry)
+        except KeyNotFound:
+            raise CheckpointError(f"{key} is missing from {store.uri}; the checkpoint counts it") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{key} in {store.uri} cannot be read ({type(e).__name__}: {e})") from None
     return out
 
 
-def _entries(store: BaseStore, number: int) -> Iterator[dict[str, Any]]:
-    key = segment_key(number)
-    try:
-        text = store.read(key).decode()
-        for line in text.splitlines():
-            if line.strip():
-                yield json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
-        raise NasrlError(f"{key} in {store.uri} cannot be read ({e}); the run's journal is damaged") from None
+def _entries(data: bytes) -> Iterator[dict[str, Any]]:
+    for line in data.decode().splitlines():
+        if line.strip():
+            yield json.loads(line)
 
 
 def read_run(store: BaseStore) -> JournalContents | None:

@@ -30,10 +30,9 @@ from controller.config import config_from_yaml_text
 from controller.errors import NasrlError
 from controller.journal import read_run
 from controller.ledger import Ledger, TrialRecord, TrialState
-from controller.run_layout import SUMMARY, RunFiles
+from controller.run_layout import SUMMARY, RunFiles, existing_run_store
 from controller.spaces.nb201 import EDGES as NB201_EDGES
 from controller.spaces.rnn import children as rnn_children
-from controller.stores import open_store
 
 DPI = 110
 
@@ -57,17 +56,12 @@ class RunData:
 
 # -- reading runs ---------------------------------------------------------------------------
 def load_run(run_dir: str) -> RunData:
-    local = run_dir.removeprefix("file://")
     # A local store creates its folder on open; a mistyped path must not leave an empty run behind.
-    if "://" not in local and not pathlib.Path(local).expanduser().is_dir():
-        raise NasrlError(f"run directory {run_dir!r} does not exist; give the --run-dir of a nasrl search")
-    files = RunFiles(open_store(run_dir))
+    files = RunFiles(existing_run_store(run_dir))
     summary, contents = files.read_summary(), read_run(files.store)
     if summary is None or contents is None:
-        raise NasrlError(
-            f"run directory {run_dir!r} has no {SUMMARY} or {CHECKPOINT}: is it a nasrl run? "
-            "(report reads the --run-dir of a search that has checkpointed at least once)"
-        )
+        what = "no config.yaml" if files.read_config() is None else f"no {SUMMARY} or {CHECKPOINT} yet"
+        raise NasrlError(f"{run_dir!r} holds no nasrl run to report ({what})")
     ledger = Ledger()
     for record in contents.trials:
         ledger.add_finished(record)

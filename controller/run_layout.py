@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from controller.errors import NasrlError
 from controller.protocol import TrialResult, TrialSpec, check_trial_id
-from controller.stores import BaseStore, KeyNotFound
+from controller.stores import BaseStore, KeyNotFound, is_local, open_store
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -30,6 +32,17 @@ def result_key(trial_id: str) -> str:
 
 def dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def existing_run_store(run_dir: str) -> BaseStore:
+    """The store of a run that must exist already: a mistyped local path is refused, never created."""
+    if is_local(run_dir):
+        path = Path(run_dir.removeprefix("file://")).expanduser()
+        if path.is_file():
+            raise NasrlError(f"{run_dir!r} is a file, not a run directory (give the --run-dir of a nasrl search)")
+        if not path.is_dir():
+            raise NasrlError(f"run directory {run_dir!r} does not exist (give the --run-dir of a nasrl search)")
+    return open_store(run_dir)
 
 
 class RunFiles:

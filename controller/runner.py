@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-from controller.checkpoint import read_checkpoint
+from controller.checkpoint import CHECKPOINT
 from controller.config import SearchConfig
-from controller.errors import NasrlError
+from controller.errors import NasrlError, SearchStopped
 from controller.executors import BaseExecutor, InlineExecutor, Outcome
 from controller.ledger import TrialRecord
 from controller.protocol import TrialResult
-from controller.run_layout import RunFiles
+from controller.run_layout import RunFiles, existing_run_store
 from controller.search import Search
-from controller.stores import is_local, open_store
+from controller.stores import open_store
+
+
+@contextlib.contextmanager
+def stop_on_signals(search: Search) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (what Kubernetes sends a pod it stops, and what a KFP cancel does) ask the
+    search to stop after the event in hand; it checkpoints, and ``run`` raises ``SearchStopped``. A
+    second Ctrl-C stops at once (nothing is lost either way: results are replayed on --resume)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. a library caller's worker thread)
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if search.stop_requested == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        print(f"\nnasrl: {name}: stopping after the trial in hand ...", file=sys.stderr)
+        search.request_stop(name)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def open_run(run_dir: str) -> tuple[RunFiles, str | None]:
     """An existing run, local or in S3; refuses a location that holds no run."""
-    if is_local(run_dir) and not Path(run_dir.removeprefix("file://")).is_dir():
-        raise NasrlError(f"run directory {run_dir!r} does not exist")
-    files = RunFiles(open_store(run_dir))
+    files = RunFiles(existing_run_store(run_dir))
     config = files.read_config()
     if config is None:
         raise NasrlError(f"{run_dir!r} holds no nasrl run (no config.yaml)")
@@ -94,7 +119,7 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
     store = open_store(run_dir)
     files = RunFiles(store)
     if resume_dir is None:
-        if read_checkpoint(store) is not None:
+        if store.exists(CHECKPOINT) or files.read_config() is not None:
             raise NasrlError(
                 f"run_dir: {run_dir!r} already holds a run (allowed: a new directory, or --resume {run_dir})"
             )
@@ -123,7 +148,11 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
             search.listeners.append(metrics)
             server = serve_metrics(metrics.registry, config.metrics_port, config.metrics_host)
             print(f"metrics: {server.url}", file=sys.stderr)
-        summary = search.run()
+        try:
+            with stop_on_signals(search):
+                summary = search.run()
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the results since are replayed on resume
+            raise SearchStopped("a second Ctrl-C", 130, store.uri) from None
         if metrics is not None:
             # Until Prometheus has seen nasrl_search_finished = 1, a vanished controller looks like a crash.
             metrics.wait_for_scrape(config.metrics_linger)

@@ -32,7 +32,7 @@ from typing import Any
 
 from controller import checkpoint as ckpt
 from controller.config import SearchConfig
-from controller.errors import NasrlError, ProtocolError
+from controller.errors import NasrlError, ProtocolError, SearchStopped
 from controller.executors import BaseExecutor, Outcome
 from controller.executors.local import outcome_from_result
 from controller.journal import Journal, read_journal
@@ -45,6 +45,7 @@ from controller.spaces import BaseSpace, architecture_id
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, "Search", Any], None]
+_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report them
 ASYNC_REPLICA = -1  # the replica of a child sampled by ``sampling: async`` (no replica batches there)
 
 
@@ -84,10 +85,28 @@ class Search:
         self.files = files
         self.listeners = listeners or []
         self.schedule = DepthSchedule(config.start_layers, config.grow_every, config.grow_by, config.max_layers)
+        self.stop_requested: str | None = None  # the signal's name, once one asked the loop to stop
+        self.rebuilt: str | None = None  # why the run was rebuilt from its results instead of restored
+        self._start_fresh(run_id or config.run_id())
+        if files is not None:
+            try:
+                checkpoint = ckpt.read_checkpoint(files.store)
+                if checkpoint is not None:
+                    self._restore(checkpoint)
+            except ckpt.CheckpointError as e:
+                # The results are the durable record: replaying all of them from a fresh policy gives back
+                # the run (exactly, where the order of results is known), and the journal is rewritten.
+                log.warning("%s: rebuilding the run from its trials' published results", e)
+                self._start_fresh(run_id or config.run_id())
+                self.rebuilt, self.resumed = str(e), True
+
+    def _start_fresh(self, run_id: str) -> None:
+        """The state of a run that has sampled nothing yet."""
+        config = self.config
         self.policy = make_policy(config, config.make_space(config.max_layers))
         self.ledger = Ledger()
-        self.state = SearchState(run_id or config.run_id(), replicas=[[] for _ in range(config.replicas)])
-        self.journal = Journal(files.store) if files is not None else None
+        self.state = SearchState(run_id, replicas=[[] for _ in range(config.replicas)])
+        self.journal = Journal(self.files.store) if self.files is not None else None
         self.resumed = False
         self._stored_versions: set[int] = set()  # policy versions with a file in the store
         self._live = Counter[int]()  # policy version -> its children not yet told (their gradient needs it)
@@ -97,10 +116,6 @@ class Search:
         self._dirty = False  # anything to checkpoint since the last checkpoint
         self._last_checkpoint = -math.inf
         self._replay: _Replay | None = None
-        if files is not None:
-            checkpoint = ckpt.read_checkpoint(files.store)
-            if checkpoint is not None:
-                self._restore(checkpoint)
 
     # -- spaces -----------------------------------------------------------------------------
     def space_for(self, number: int) -> BaseSpace:
@@ -116,19 +131,33 @@ class Search:
         self._emit("start", None)
         self._settle()
         self._dispatch()
-        while not self.done:
+        while not self.done and not self.stop_requested:
             outcomes = self.executor.wait(timeout=poll_seconds)
             if not outcomes:
                 self._emit("tick", None)
             for outcome in outcomes:
                 self._step(outcome)
-                self._dispatch()
+                if not self.stop_requested:
+                    self._dispatch()
             self._maybe_checkpoint()
+        if self.stop_requested and not self.done:
+            for outcome in self.executor.wait(timeout=0):  # what finished meanwhile, so the summary shows it
+                self._step(outcome)
+            self._checkpoint()  # what is running now is dispatched again on --resume (or its result replayed)
+            raise SearchStopped(self.stop_requested, _EXIT_CODES.get(self.stop_requested, 1), self.files_uri)
         self.state.finished = True
         self._checkpoint()
         summary = self.summary()
         self._emit("end", summary)
         return summary
+
+    def request_stop(self, signal_name: str) -> None:
+        """Stop after the event being handled: checkpoint, then raise :class:`SearchStopped` (signal-safe)."""
+        self.stop_requested = signal_name
+
+    @property
+    def files_uri(self) -> str:
+        return self.files.store.uri if self.files is not None else "(no run directory)"
 
     @property
     def done(self) -> bool:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from controller.errors import NasrlError
 from controller.journal import read_run
 from controller.ledger import Ledger, TrialState
-from controller.run_layout import RunFiles
-from controller.stores import open_store
+from controller.run_layout import RunFiles, existing_run_store
 
 
 def show_run(run_dir: str, top: int = 10) -> str:
-    files = RunFiles(open_store(run_dir))
+    files = RunFiles(existing_run_store(run_dir))
     summary = files.read_summary()
     contents = read_run(files.store)
     if summary is None or contents is None:
-        raise NasrlError(f"run directory {run_dir!r} has no summary.json or checkpoint: is it a nasrl run?")
+        what = "no config.yaml" if files.read_config() is None else "no checkpoint yet: it has only just started"
+        raise NasrlError(f"{run_dir!r} holds no nasrl run to show ({what})")
     ledger = Ledger(contents.trials)
     from controller.config import config_from_yaml_text
 

@@ -22,11 +22,12 @@ from controller.executors.base import Outcome
 from controller.executors.k8s_api import KubeApiError
 from controller.executors.k8s_manifest import build_job, job_name
 from controller.executors.kubernetes import KubernetesConfig, KubernetesExecutor, delete_run_jobs
-from controller.ledger import TrialRecord
+from controller.ledger import TrialRecord, TrialState
 from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.stores import MemoryStore, open_store
 from tests.fakes.jobs_api import FakeJobsApi
+from tests.support.runs import finished, rewards
 
 RUN_ID = "conv__reinforce__0__20261128-043223"
 RUN_URI = f"s3://nasrl/runs/{RUN_ID}"
@@ -562,7 +563,7 @@ def test_a_search_trains_real_children_as_fake_jobs(fake, tmp_path):
     finally:
         executor.close()
     assert summary["trials_completed"] == 4 and summary["trials_failed"] == 0
-    assert all(0 <= r <= 1 for r in summary["rewards"]) and fake.max_unfinished <= 2
+    assert all(0 <= r <= 1 for r in rewards(files.store)) and fake.max_unfinished <= 2
     assert len(fake.created) == 4 and fake.names() == []
     result = json.loads((tmp_path / RUN_ID / "trials" / "t00000" / "result.json").read_text())
     assert result["status"] == "COMPLETE"
@@ -597,8 +598,8 @@ def test_a_search_rides_out_evictions_and_records_deterministic_failures(fake, s
     finally:
         executor.close()
     assert summary["trials_completed"] == 5 and summary["trials_failed"] == 1
-    (failed,) = [t for t in summary["trials"] if t["state"] == "FAILED"]
-    assert failed["trial_id"] == "t00003" and failed["reason"].startswith("nan_loss:")
+    (failed,) = [t for t in finished(store) if t.state == TrialState.FAILED]
+    assert failed.trial_id == "t00003" and failed.reason.startswith("nan_loss:")
     assert executor.counts["retry"] == 6 and len(fake.created) == 12 and fake.max_unfinished <= 3
 
 
@@ -759,7 +760,7 @@ def test_the_jobs_own_command_and_env_train_against_s3(s3_env, tmp_path):
         summary = Search(_search_config(2, run_uri), executor, RunFiles(store), run_id=RUN_ID).run(poll_seconds=0.2)
     finally:
         executor.close()
-    assert summary["trials_completed"] == 2, summary["trials"]
+    assert summary["trials_completed"] == 2, summary
     assert RunFiles(store).read_result("t00001").status == "COMPLETE"
 
 
