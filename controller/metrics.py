@@ -249,7 +249,7 @@ class SearchMetrics:
         self.trials_requested.labels(self.run_id).set(config.trials)
         self.finished.labels(self.run_id).set(0)
         self.last_finished.labels(self.run_id).set(time.time())
-        baseline = getattr(search.policy, "baseline", None)
+        baseline = search.policy.baseline
         if baseline is not None:  # a resumed run: show the restored baseline before the first update
             self._set_baseline(search, baseline)
 

@@ -34,10 +34,10 @@ from controller import checkpoint as ckpt
 from controller.config import SearchConfig
 from controller.errors import NasrlError, ProtocolError, SearchStopped
 from controller.executors import BaseExecutor, Outcome
-from controller.executors.local import outcome_from_result
 from controller.journal import Journal, read_journal
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.policies import STRATEGY_CLASSES, BasePolicy, Feedback, UpdateStats
+from controller.protocol import outcome_from_result
 from controller.run_layout import RunFiles
 from controller.schedule import DepthSchedule
 from controller.spaces import BaseSpace, architecture_id
@@ -447,7 +447,7 @@ class Search:
             "finished": self.state.finished,
             "policy_version": self.policy.version,
             "updates": self.state.updates,
-            "baseline": getattr(self.policy, "baseline", None),
+            "baseline": self.policy.baseline,
             "best": None
             if best is None
             else {

@@ -80,6 +80,7 @@ class BasePolicy(ABC):
 
     name: str
     version: int = 0
+    baseline: float | None = None  # REINFORCE's moving average of rewards; None for policies without one
 
     @abstractmethod
     def ask(self, n: int, space: BaseSpace) -> list[Proposal]: ...
