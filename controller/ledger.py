@@ -61,7 +61,9 @@ class TrialRecord:
         return self.finished_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies the architecture and metrics, and the journal turns
+        # every finished record into JSON at once anyway.
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["state"] = self.state.value
         return d
 

@@ -21,6 +21,7 @@ same architectures the lost run did (exactly so with one worker, where the order
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import logging
 import math
@@ -64,6 +65,10 @@ class SearchState:
     next_number: int = 0  # trials sampled so far; also the next trial's number
     replicas: list[list[str]] = field(default_factory=list)  # batch: each replica's batch in flight ([] = idle)
     untold: list[str] = field(default_factory=list)  # async: finished children not yet told, in finish order
+    # async: children sampled ahead in one call at the current policy version and depth, handed out one
+    # by one as slots free up ([architecture, version] pairs); part of the state, so a resume draws alike
+    pool: list[list[Any]] = field(default_factory=list)
+    pool_key: list[int] | None = None  # [policy version, steps per architecture] the pool was sampled at
     updates: int = 0  # policy updates so far (their stats are in the journal)
     started_at: float = field(default_factory=time.time)
     finished: bool = False
@@ -197,15 +202,19 @@ class Search:
 
     def _ask(self, n: int, replica: int) -> list[str]:
         space = self.space_for(self.state.next_number)
+        if self.config.sampling == "async":
+            proposals = self._from_pool(n, space)
+        else:
+            proposals = [[p.architecture, p.policy_version] for p in self.policy.ask(n, space)]
         ids = []
-        for p in self.policy.ask(n, space):
+        for architecture, version in proposals:
             number = self.state.next_number
             record = TrialRecord(
                 trial_id=f"t{number:05d}",
                 number=number,
-                architecture=p.architecture,
-                architecture_id=architecture_id(p.architecture),
-                policy_version=p.policy_version,
+                architecture=architecture,
+                architecture_id=architecture_id(architecture),
+                policy_version=version,
                 replica=replica,
                 created_at=time.time(),
             )
@@ -221,6 +230,19 @@ class Search:
             else:
                 self._write_trial(record)
         return ids
+
+    def _from_pool(self, n: int, space: BaseSpace) -> list[list[Any]]:
+        """``n`` children of the current policy, drawn m at a time: sampling is one LSTM pass whatever the
+        batch size, so drawing children one by one as slots free up would cost m times more. Children
+        drawn from the same weights are independent, so handing them out later changes nothing but cost."""
+        key = [self.policy.version, len(space.steps())]
+        if self.state.pool_key != key:  # an update or a deeper space since: draw from the new one
+            self.state.pool, self.state.pool_key = [], key
+        while len(self.state.pool) < n:
+            batch = self.policy.ask(max(self.config.batch, n - len(self.state.pool)), space)
+            self.state.pool.extend([p.architecture, p.policy_version] for p in batch)
+        out, self.state.pool = self.state.pool[:n], self.state.pool[n:]
+        return out
 
     def _write_trial(self, record: TrialRecord) -> None:
         if self.files is None:
@@ -252,6 +274,12 @@ class Search:
                 "train_subset": self.config.train_subset,
                 "seed": self.config.seed,  # one split for the whole run: rewards stay comparable
             },
+        } | self._shared_payload
+
+    @functools.cached_property
+    def _shared_payload(self) -> dict[str, Any]:
+        """The part of every architecture.json that is the same for the whole run (computed once)."""
+        return {
             "train": self.config.child.train_settings(),
             "lm": {k: v for k, v in dataclasses.asdict(self.config.lm).items() if k not in ("seed", "num_threads")},
         }

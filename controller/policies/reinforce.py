@@ -88,13 +88,13 @@ class ReinforcePolicy(BasePolicy):
         self.version = 0
         # Weights of every version that still has children in flight (paper: each replica's copy).
         self._snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        self._spare: ControllerLSTM | None = None  # scores children of an older version at its weights
 
     # -- sampling ---------------------------------------------------------------------------
     def ask(self, n: int, space: BaseSpace) -> list[Proposal]:
-        with torch.no_grad():
-            rollout = self.model.sample(space.steps(), n, generator=self.generator)
+        rollout = self.model.sample(space.steps(), n, generator=self.generator)
         if self.version not in self._snapshots:
-            self._snapshots[self.version] = copy.deepcopy(self.model.state_dict())
+            self._snapshots[self.version] = _clone(self.model.state_dict())
         return [
             Proposal(space.architecture(a), self.version, float(lp), float(ent))
             for a, lp, ent in zip(rollout.actions, rollout.log_prob, rollout.entropy, strict=True)
@@ -172,9 +172,12 @@ class ReinforcePolicy(BasePolicy):
                 "reinforce: no weights of version %d kept; its children are scored at version %d", version, self.version
             )
             return self.model
-        stale = copy.deepcopy(self.model)
-        stale.load_state_dict(self._snapshots[version])
-        return stale
+        # One spare model, loaded with the snapshot: a deep copy of the model per stale group cost more
+        # than the gradient itself at paper scale (groups are scored one after the other, so one suffices).
+        if self._spare is None:
+            self._spare = copy.deepcopy(self.model)
+        self._spare.load_state_dict(self._snapshots[version])
+        return self._spare
 
     def release(self, live_versions: set[int]) -> None:
         """Forget snapshots no in-flight child refers to (the search loop calls this)."""
@@ -209,4 +212,8 @@ class ReinforcePolicy(BasePolicy):
         self.baseline = state["baseline"]
         # Children sampled at this version may still be in flight: after the next update their gradient
         # needs these weights, as the snapshot taken when they were asked for would have given them.
-        self._snapshots[self.version] = copy.deepcopy(self.model.state_dict())
+        self._snapshots[self.version] = _clone(self.model.state_dict())
+
+
+def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
