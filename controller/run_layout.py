@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controller.errors import NasrlError
+from controller.errors import NasrlError, ProtocolError
+from controller.executors.base import Outcome
 from controller.protocol import TrialResult, TrialSpec, check_trial_id
 from controller.stores import BaseStore, KeyNotFound, is_local, open_store
 
@@ -84,6 +85,15 @@ class RunFiles:
         result = TrialResult.from_json(data, key)
         check_trial_id(key, trial_id, result.trial_id)
         return result
+
+    def read_outcome(self, trial_id: str) -> Outcome | None:
+        """The published result as an executor outcome, None before there is one. A torn or garbage
+        result.json fails its trial (``unreadable_result``) instead of stopping the search."""
+        try:
+            result = self.read_result(trial_id)
+        except ProtocolError as e:
+            return Outcome(trial_id, "FAILED", reason=f"unreadable_result: {e}")
+        return None if result is None else result.outcome()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.store.write(SUMMARY, dumps(summary))

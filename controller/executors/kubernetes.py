@@ -71,7 +71,6 @@ from controller.executors.k8s_manifest import (
     trial_selector,
     trial_uri,
 )
-from controller.executors.local import outcome_from_result
 from controller.ledger import TrialRecord
 from controller.run_layout import RunFiles
 from controller.stores import BaseStore, open_store
@@ -201,10 +200,10 @@ class KubernetesExecutor(BaseExecutor):
             self._consider(existing)
             return
         # A batch Job that finished and was deleted may have trained this trial already.
-        result = self.files.read_result(trial_id)
-        if result is not None:
+        published = self.files.read_outcome(trial_id)
+        if published is not None:
             self.counts["adopted"] += 1
-            self._ready.append(outcome_from_result(trial_id, result))
+            self._ready.append(published)
             return
         self._pending.append(trial)
         if len(self._pending) >= self.batch_size:
@@ -318,9 +317,9 @@ class KubernetesExecutor(BaseExecutor):
             return
         for attempt in (a for a in self._jobs.attempts() if a.batch):
             for trial_id in list(attempt.trial_ids):
-                result = self.files.read_result(trial_id)
-                if result is not None:
-                    self._record(attempt, outcome_from_result(trial_id, result))
+                published = self.files.read_outcome(trial_id)
+                if published is not None:
+                    self._record(attempt, published)
 
     # -- state ---------------------------------------------------------------------------------
     def _track(self, trial_ids: list[str], job: Obj, created_at: float | None = None) -> Obj:
@@ -424,9 +423,9 @@ class KubernetesExecutor(BaseExecutor):
         verdicts: list[Verdict] = []  # the Job's failure, classified once for all its trials
 
         def outcome(trial_id: str) -> Outcome:
-            result = self.files.read_result(trial_id)
-            if result is not None:
-                return outcome_from_result(trial_id, result)
+            published = self.files.read_outcome(trial_id)
+            if published is not None:
+                return published
             if state == "Complete":
                 missing = f"trials/{trial_id}/result.json is missing"
                 return Outcome(trial_id, "FAILED", reason=f"no_result: Job {attempt.name} completed but {missing}")

@@ -118,6 +118,16 @@ def test_a_completed_job_reports_the_published_reward_and_is_deleted(make, fake,
     assert executor.counts["created"] == 1 and executor.counts["complete"] == 1
 
 
+def test_a_torn_result_fails_its_trial_instead_of_stopping_the_search(make, fake, store):
+    executor = make()
+    executor.submit(trial(0))
+    store.write("trials/t00000/result.json", b'{"trial_id": "t00000", "status": "COMPL')  # cut off mid-write
+    fake.succeed(name_of(0))
+    (outcome,) = wait_for(executor)
+    assert outcome.status == "FAILED"
+    assert outcome.reason.startswith("unreadable_result: trials/t00000/result.json")
+
+
 def test_a_completed_job_without_a_result_fails_the_trial(make, fake):
     executor = make()
     executor.submit(trial(0))
