@@ -11,6 +11,7 @@ from typing import Any
 from controller.config import LM_PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
 from controller.errors import NasrlError, SearchStopped
 from controller.settings import add_arguments, nest
+from controller.stores import StoreUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except SearchStopped as e:
         print(f"nasrl: {e}", file=sys.stderr)
         return e.exit_code
+    except StoreUnavailable as e:
+        print(f"nasrl: error: {e}{_what_now(args, e)}", file=sys.stderr)
+        return 2
     except NasrlError as e:
         print(f"nasrl: error: {e}", file=sys.stderr)
         return 2
@@ -140,6 +144,20 @@ def main(argv: list[str] | None = None) -> int:
         print("nasrl: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _what_now(args: argparse.Namespace, e: StoreUnavailable) -> str:
+    """What a user can do after the store stopped answering: only a search has anything to resume, and
+    only once it has written something (a run that wrote nothing has nothing to continue)."""
+    if args.command != "search":
+        return ": check that the store is up and reachable, then run the command again"
+    if args.resume or e.wrote:
+        run = args.resume or e.uri
+        return f"; what is done is checkpointed: fix the store, then continue with nasrl search --resume {run}"
+    return (
+        "; nothing of the run was written yet: check the endpoint (NASRL_S3_ENDPOINT) and that the store is up, "
+        "then start the search again"
+    )
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,21 +230,27 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from components.trainer.trial import exit_code, run_trials, split_trial_uri
+    from components.trainer.errors import TrialNotPublished
+    from components.trainer.trial import exit_code, publish_deadline, run_trials, split_trial_uri
 
     if args.children_per_gpu < 1:
         raise NasrlError(f"--children-per-gpu: {args.children_per_gpu} is not allowed (allowed: an integer >= 1)")
     for uri in args.trial:
         split_trial_uri(uri)  # every folder named right before the first child trains
+    publish_deadline()  # a wrong NASRL_PUBLISH_DEADLINE is refused before any child trains
     results = run_trials(args.trial, args.children_per_gpu, num_threads=args.threads)
     for result in results:
-        if result.status == "COMPLETE":
+        if isinstance(result, TrialNotPublished):
+            print(f"{result} (exit {exit_code(result)}: store_unavailable)", file=sys.stderr)
+        elif result.status == "COMPLETE":
             params = "?" if result.params is None else result.params
             print(f"{result.trial_id}: COMPLETE reward {result.reward:.4f} ({params} parameters)")
         else:
             print(f"{result.trial_id}: FAILED {result.reason_code}: {result.reason}", file=sys.stderr)
-    if len(results) == 1:
-        return exit_code(results[0])
+    unpublished = [r for r in results if isinstance(r, TrialNotPublished)]
+    if len(results) == 1 or unpublished:
+        # A trial without its result.json: the Job's exit code is its only verdict (run it again).
+        return exit_code(unpublished[0] if unpublished else results[0])
     # A batch: every trial's result is in the store, each deciding its own trial; the Job itself succeeded.
     return 0
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from controller.errors import NasrlError
+
+if TYPE_CHECKING:
+    from controller.protocol import TrialResult
 
 # A child-training Job exits with these codes so that the executor can tell a failed trial (a result to
 # record) from a crashed one (to retry) without parsing logs. 0 is success; 1 and 2 stay Python's own.
-EXIT_CODES: dict[str, int] = {"invalid_architecture": 3, "nan_loss": 4, "too_large": 5}
+# The child's own failures: the same child fails the same way on every attempt, so the trial is FAILED.
+TRIAL_FAILURE_CODES: dict[str, int] = {"invalid_architecture": 3, "nan_loss": 4, "too_large": 5}
+# Not the child's failure: the run's store stayed unreachable, so its result.json could not be published
+# (or its architecture.json read). The trial is run again; the child may have trained well.
+STORE_UNAVAILABLE = "store_unavailable"
+EXIT_CODES: dict[str, int] = TRIAL_FAILURE_CODES | {STORE_UNAVAILABLE: 6}
 
 
 class TrainerError(NasrlError):
@@ -35,3 +45,25 @@ class DatasetNotFound(DatasetError, FileNotFoundError):
 
 class DatasetFormatError(DatasetError, ValueError):
     """The dataset files exist but do not hold what their format promises (truncated, wrong magic number)."""
+
+
+class TrialNotPublished(TrainerError):
+    """The run's store stayed unreachable, so the trial has no result.json: not the child's failure.
+
+    ``result`` is the trained result that could not be published (None when the store failed before the
+    child trained: reading its architecture.json). Whoever runs the trial reports it as one to run again
+    (a Job exits with ``EXIT_CODES["store_unavailable"]``), never as a FAILED trial.
+    """
+
+    def __init__(self, trial_id: str, result: TrialResult | None, cause: str) -> None:
+        super().__init__(trial_id, result, cause)  # all three in args: the error crosses process boundaries
+        self.trial_id, self.result, self.cause = trial_id, result, cause
+
+    def __str__(self) -> str:
+        if self.result is None:
+            done = "was not trained"
+        elif self.result.status == "COMPLETE":
+            done = f"trained (reward {self.result.reward:.4f}), but its result.json could not be published"
+        else:
+            done = f"ended {self.result.reason_code}, but its result.json could not be published"
+        return f"{self.trial_id} {done}: {self.cause}; the trial is run again once the store answers"

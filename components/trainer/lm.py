@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.trainer.errors import (
-    EXIT_CODES,
+    TRIAL_FAILURE_CODES,
     DatasetFormatError,
     DatasetNotFound,
     InvalidArchitecture,
@@ -282,8 +282,8 @@ class LMResult:
         if self.status == "COMPLETE":
             if self.reward is None or self.val_perplexity is None or self.reason_code is not None:
                 raise ValueError("status COMPLETE needs reward and val_perplexity, and no reason_code")
-        elif self.status != "FAILED" or self.reason_code not in EXIT_CODES or self.reward is not None:
-            raise ValueError(f"status FAILED needs reward None and reason_code in {sorted(EXIT_CODES)}")
+        elif self.status != "FAILED" or self.reason_code not in TRIAL_FAILURE_CODES or self.reward is not None:
+            raise ValueError(f"status FAILED needs reward None and reason_code in {sorted(TRIAL_FAILURE_CODES)}")
 
     @property
     def val_accuracy(self) -> None:
@@ -292,7 +292,7 @@ class LMResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.reason_code is None else EXIT_CODES[self.reason_code]
+        return 0 if self.reason_code is None else TRIAL_FAILURE_CODES[self.reason_code]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}

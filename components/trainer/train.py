@@ -2,7 +2,7 @@
 
 Failures a search must survive (an invalid architecture, a diverging loss, a network too big for the
 machine) come back as FAILED results with a reason code, never as exceptions: the controller records
-them and moves on, and a trial Job exits with `EXIT_CODES[reason_code]`.
+them and moves on, and a trial Job exits with `TRIAL_FAILURE_CODES[reason_code]`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.trainer.datasets import DatasetSplits
-from components.trainer.errors import EXIT_CODES, InvalidArchitecture, InvalidConfig
+from components.trainer.errors import TRIAL_FAILURE_CODES, InvalidArchitecture, InvalidConfig
 from components.trainer.model import architecture_parameters, build_model
 
 CURVE_NAMES: tuple[str, ...] = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -105,7 +105,7 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The outcome of one child's training; FAILED results carry a reason code from EXIT_CODES."""
+    """The outcome of one child's training; FAILED results carry a reason code from TRIAL_FAILURE_CODES."""
 
     status: Status
     reward: float | None  # the transformed val_accuracy; None when FAILED
@@ -122,17 +122,18 @@ class TrainResult:
             if self.reward is None or self.val_accuracy is None or self.reason_code is not None:
                 raise ValueError("status COMPLETE needs reward and val_accuracy, and no reason_code")
         elif self.status == "FAILED":
-            if self.reason_code not in EXIT_CODES or self.reward is not None:
+            if self.reason_code not in TRIAL_FAILURE_CODES or self.reward is not None:
                 raise ValueError(
-                    f"status FAILED needs reward None and reason_code in {sorted(EXIT_CODES)}, got {self.reason_code!r}"
+                    f"status FAILED needs reward None and reason_code in {sorted(TRIAL_FAILURE_CODES)}, "
+                    f"got {self.reason_code!r}"
                 )
         else:
             raise ValueError(f"status: {self.status!r} is not allowed (allowed: COMPLETE, FAILED)")
 
     @property
     def exit_code(self) -> int:
-        """The exit status a trial Job reports this result with: 0, or EXIT_CODES[reason_code]."""
-        return 0 if self.reason_code is None else EXIT_CODES[self.reason_code]
+        """The exit status a trial Job reports this result with: 0, or TRIAL_FAILURE_CODES[reason_code]."""
+        return 0 if self.reason_code is None else TRIAL_FAILURE_CODES[self.reason_code]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field except the model."""

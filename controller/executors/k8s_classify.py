@@ -4,7 +4,8 @@ Two kinds of failure (Kopf's habit: explicit temporary vs permanent):
 
 - **temporary** (``RETRY``): the infrastructure lost the attempt — eviction, preemption, a lost or
   shut-down node, the kubelet's own deadline, an OOMKilled container, a Pod that vanished, a crash with
-  no exit code of the trainer's own. The same child may well train next time.
+  no exit code of the trainer's own, or the trainer's exit code 6 (``store_unavailable``: the run's store
+  stayed unreachable, so the child's result could not be published). The same child may well train next time.
 - **permanent** (``FAILED``): the trainer's exit codes 3/4/5 (invalid architecture, NaN loss, too large:
   the same child fails the same way), or the Job's own ``activeDeadlineSeconds`` with no result.
 
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from components.trainer.errors import EXIT_CODES
+from components.trainer.errors import EXIT_CODES, STORE_UNAVAILABLE, TRIAL_FAILURE_CODES
 from controller.executors.k8s_manifest import CONTAINER
 
 Obj = dict[str, Any]
-REASON_OF_EXIT = {code: reason for reason, code in EXIT_CODES.items()}
+REASON_OF_EXIT = {code: reason for reason, code in TRIAL_FAILURE_CODES.items()}  # the permanent ones
+STORE_UNAVAILABLE_EXIT = EXIT_CODES[STORE_UNAVAILABLE]
 
 # DisruptionTarget condition reasons (Kubernetes >= 1.26) and the older Pod status reasons.
 _DISRUPTIONS = {
@@ -55,6 +57,12 @@ class Verdict:
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.message}"
+
+    @property
+    def spends_retry_budget(self) -> bool:
+        """Whether this RETRY should count against ``kubernetes.retry_budget``. A store outage is the whole
+        run's, not this trial's: the child is not to blame, and the controller's own store calls bound it."""
+        return self.status == "RETRY" and self.code != STORE_UNAVAILABLE
 
 
 def finished(job: Obj) -> str | None:
@@ -120,10 +128,17 @@ def classify_failure(job: Obj, pods: list[Obj], memory_limit: str | None = None)
             )
     for pod in own:
         pod_name = pod.get("metadata", {}).get("name", "?")
+        terminated = _terminated(pod)
+        if terminated and terminated.get("exitCode") == STORE_UNAVAILABLE_EXIT:
+            return Verdict(
+                "RETRY",
+                STORE_UNAVAILABLE,
+                f"Pod {pod_name}: the trainer could not reach the run's store, so the trial has no result.json "
+                f"(exit code {STORE_UNAVAILABLE_EXIT}; its log says whether the child had trained)",
+            )
         disruption = _disruption(pod)
         if disruption:
             return Verdict("RETRY", disruption[0], f"Pod {pod_name}: {disruption[1]}")
-        terminated = _terminated(pod)
         if terminated and terminated.get("reason") == "OOMKilled":
             limit = f" ({memory_limit}, kubernetes.memory_limit)" if memory_limit else ""
             return Verdict("RETRY", "oom_killed", f"Pod {pod_name}: the trainer ran out of its memory limit{limit}")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from components.trainer.errors import EXIT_CODES
+from components.trainer.errors import TRIAL_FAILURE_CODES
 from controller.executors.k8s_config import KubernetesConfig, parse_node_selector, parse_tolerations
 
 APP = "nasrl"
@@ -245,7 +245,8 @@ def build_job(
         pod_spec["tolerations"] = parse_tolerations(config.tolerations)
     if config.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in config.image_pull_secrets]
-    trainer_exit_codes = {"containerName": CONTAINER, "operator": "In", "values": sorted(EXIT_CODES.values())}
+    # The child's own failures end the Job at once; store_unavailable is left to backoffLimit (it may pass).
+    trainer_exit_codes = {"containerName": CONTAINER, "operator": "In", "values": sorted(TRIAL_FAILURE_CODES.values())}
     spec: dict[str, Any] = {
         "backoffLimit": config.backoff_limit,
         "completions": 1,

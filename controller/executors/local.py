@@ -8,11 +8,17 @@ past the per-trial timeout is replaced, and its trial is recorded FAILED with th
 With GPUs, each worker is pinned to one (``CUDA_VISIBLE_DEVICES``), ``children_per_gpu`` workers per GPU:
 small children leave most of a GPU idle, and several processes keep it busy. A replaced worker takes
 its predecessor's GPU.
+
+A store outage is not a child's failure. A worker that trained its child keeps the result and keeps
+trying to publish it (``components.trainer.trial``, the same code a Kubernetes Job runs), and tells the
+controller it has trained, so ``trial_timeout`` stops counting: the time left is the store's. Only a store
+that stays down past the publish deadline (or fails before the child trains) ends the attempt, as RETRY.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import queue
@@ -22,9 +28,15 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from components.trainer.errors import STORE_UNAVAILABLE
 from controller.executors.base import BaseExecutor, Outcome
 from controller.ledger import TrialRecord
 from controller.protocol import TrialResult, outcome_from_result  # the Kubernetes executor imports it from here
+
+# What a worker reports about its trial: (worker id, trial id, kind, payload).
+TRAINED = "trained"  # the child has trained; publishing its result may wait on the store (payload None)
+RESULT = "result"  # the result that counts, published (payload: TrialResult)
+# STORE_UNAVAILABLE: no result.json, the store stayed down (payload: why, for the RETRY reason)
 
 
 @dataclass
@@ -34,6 +46,7 @@ class _Worker:
     gpu: int | None  # the GPU this worker sees as its only one; None: the CPU (or every GPU, with gpus=0)
     trial_id: str | None = None
     started_at: float = 0.0
+    trained: bool = False  # its child has trained; it is publishing the result (no trial_timeout now)
 
 
 class LocalExecutor(BaseExecutor):
@@ -83,7 +96,7 @@ class LocalExecutor(BaseExecutor):
         if not idle:
             raise RuntimeError("LocalExecutor.submit with no idle worker; the search loop checks free_slots()")
         worker = idle[0]
-        worker.trial_id, worker.started_at = trial.trial_id, time.time()
+        worker.trial_id, worker.started_at, worker.trained = trial.trial_id, time.time(), False
         worker.inbox.put(trial.trial_id)
 
     def worker_pid(self, trial_id: str) -> int | None:
@@ -110,14 +123,21 @@ class LocalExecutor(BaseExecutor):
         while True:
             try:
                 wait = max(0.0, min(0.2, block_until - time.time())) if block_until else 0.0
-                wid, trial_id, result = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
+                message = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
             except queue.Empty:
                 return
+            wid, trial_id, kind, payload = message
             worker = self._workers.get(wid)
             if worker is None or worker.trial_id != trial_id:
                 continue  # a report from a worker we already gave up on
+            if kind == TRAINED:
+                worker.trained = True
+                continue
             worker.trial_id = None
-            self._ready.append(outcome_from_result(trial_id, result))
+            if kind == RESULT:
+                self._ready.append(outcome_from_result(trial_id, payload))
+            else:
+                self._ready.append(Outcome(trial_id, "RETRY", reason=f"{STORE_UNAVAILABLE}: {payload}"))
             block_until = None  # got one: collect whatever else is there without waiting
 
     def _check_workers(self) -> None:
@@ -125,6 +145,7 @@ class LocalExecutor(BaseExecutor):
         for wid, worker in list(self._workers.items()):
             timed_out = (
                 worker.trial_id is not None
+                and not worker.trained
                 and self.trial_timeout is not None
                 and now - worker.started_at > self.trial_timeout
             )
@@ -179,14 +200,24 @@ def worker_main(
     import torch
 
     torch.set_num_threads(threads)
+    from components.trainer.errors import TrialNotPublished
     from components.trainer.trial import run_trial
 
     while True:
         trial_id = inbox.get()
         if trial_id is None:
             return
+        # The worker, not the controller, waits out a store outage with the trained result: it already holds
+        # it, the wait is the same code a Job runs, and the controller's loop must not block on a store for
+        # one trial. If the store stays down past the publish deadline, the controller could not publish it
+        # either (it is the same store, and its own next checkpoint needs it): the trial is run again.
+        trained = functools.partial(results.put, (wid, trial_id, TRAINED, None))
+        message: tuple[str, object]
         try:
-            result = run_trial(run_uri, trial_id, num_threads=threads)
+            message = (RESULT, run_trial(run_uri, trial_id, num_threads=threads, on_trained=trained))
+        except TrialNotPublished as e:
+            message = (STORE_UNAVAILABLE, str(e))
         except Exception as e:  # a bug in a child must not take the worker's other trials with it
-            result = TrialResult(trial_id, "FAILED", reason_code="trainer_error", reason=f"{type(e).__name__}: {e}")
-        results.put((wid, trial_id, result))
+            failed = TrialResult(trial_id, "FAILED", reason_code="trainer_error", reason=f"{type(e).__name__}: {e}")
+            message = (RESULT, failed)
+        results.put((wid, trial_id, *message))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.errors import StoreError
-from controller.stores.base import BaseStore, KeyNotFound
+from controller.stores.base import BaseStore, KeyNotFound, StoreUnavailable
 from controller.stores.local import LocalStore
 from controller.stores.memory import MemoryStore
 
@@ -29,4 +29,4 @@ def open_store(uri: str) -> BaseStore:
     return LocalStore(uri)
 
 
-__all__ = ["BaseStore", "KeyNotFound", "LocalStore", "MemoryStore", "is_local", "open_store"]
+__all__ = ["BaseStore", "KeyNotFound", "LocalStore", "MemoryStore", "StoreUnavailable", "is_local", "open_store"]

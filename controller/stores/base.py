@@ -24,6 +24,20 @@ class KeyNotFound(StoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer within its retry deadline.
+
+    The message says what failed and for how long, never what to do next: that depends on who asked (a
+    search that has checkpointed can be resumed, a brand-new one has nothing to resume, a trainer's trial is
+    run again), so the caller adds it. ``uri`` is the store's location; ``wrote`` says whether this store had
+    written anything before it stopped answering (a run that wrote nothing yet has nothing to resume).
+    """
+
+    def __init__(self, message: str, uri: str = "", wrote: bool = False) -> None:
+        super().__init__(message)
+        self.uri, self.wrote = uri, wrote
+
+
 class BaseStore(ABC):
     uri: str
     # Called with an error kind each time a store operation is retried (metrics count them).

@@ -13,7 +13,9 @@ so they never reach logs, configs or summaries:
     NASRL_S3_RETRY_DEADLINE   seconds to keep retrying an unreachable store (default 300)
 
 Connection errors and 5xx answers are retried with backoff and jitter up to the deadline; then
-:class:`StoreUnavailable` says so. Wrong credentials and other 4xx answers fail at once.
+:class:`StoreUnavailable` says so. Wrong credentials, other 4xx answers and TLS mistakes (``https://`` to a
+plain-HTTP server, a certificate no CA vouches for) fail at once, naming the setting to fix: no amount of
+waiting mends them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,17 +34,17 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from controller.errors import StoreError
-from controller.stores.base import BaseStore, KeyNotFound
+from controller.stores.base import BaseStore, KeyNotFound, StoreUnavailable
 from controller.stores.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+# What OpenSSL says when the other end answers a TLS hello in plain text (the wording varies by version).
+PLAIN_HTTP_ANSWERS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
 
-
-class StoreUnavailable(StoreError):
-    """The store did not answer within the retry deadline."""
+__all__ = ["S3Settings", "S3Store", "StoreUnavailable", "parse_s3_uri"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class S3Settings:
     session_token: str | None = None
     region: str | None = None
     ca_bundle: str | None = None
+    origin: str = ""  # how the endpoint was given (the variable and its value), for messages
 
     def __repr__(self) -> str:  # never print the secret
         return f"S3Settings(endpoint={self.endpoint!r}, secure={self.secure}, access_key={self.access_key!r})"
@@ -60,15 +64,17 @@ class S3Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> S3Settings:
         env = dict(os.environ if env is None else env)
-        url = next(
+        variable, url = next(
             (
-                env[k]
+                (k, env[k])
                 for k in ("NASRL_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT")
                 if env.get(k)
             ),
-            "https://s3.amazonaws.com",
+            (None, "https://s3.amazonaws.com"),
         )
+        origin = f"{variable} {url}" if variable else f"the default endpoint {url} (NASRL_S3_ENDPOINT is unset)"
         if "://" not in url:
+            origin = f"{variable} {url!r} (no scheme, so https://)"
             url = "https://" + url
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -87,6 +93,7 @@ class S3Settings:
             session_token=env.get("AWS_SESSION_TOKEN"),
             region=env.get("NASRL_S3_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             ca_bundle=env.get("NASRL_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"),
+            origin=origin,
         )
 
 
@@ -108,7 +115,19 @@ def _retryable(e: BaseException) -> bool:
         return True  # 5xx, or an answer that is not S3 XML (a proxy's error page)
     if isinstance(e, S3Error):
         return e.code in ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout")
+    if _tls_problem(e) is not None:
+        return False  # a wrong setting: the next attempt meets the same server the same way
     return isinstance(e, urllib3.exceptions.HTTPError | OSError)  # refused, reset, timed out, DNS
+
+
+def _tls_problem(e: BaseException) -> str | None:
+    """``plain_http`` or ``untrusted`` for a TLS handshake that cannot succeed as configured, else None."""
+    cause = e.args[0] if isinstance(e, urllib3.exceptions.SSLError) and e.args else e
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return "untrusted"
+    if isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None) in PLAIN_HTTP_ANSWERS:
+        return "plain_http"
+    return None
 
 
 class S3Store(BaseStore):
@@ -121,6 +140,7 @@ class S3Store(BaseStore):
         deadline = float(os.environ.get("NASRL_S3_RETRY_DEADLINE", "300"))
         self.retry = retry or RetryPolicy(deadline=deadline)
         self.on_error: Callable[[str], None] | None = None  # metrics hook: called with the error kind
+        self.wrote = False  # whether anything was written through this store (see StoreUnavailable)
         s = self.settings
         # Our own retries (deadline-based, below); the pool's are off so the two do not multiply.
         http = urllib3.PoolManager(
@@ -148,7 +168,9 @@ class S3Store(BaseStore):
             raise StoreError(f"key {key!r} is not allowed (allowed: a relative path inside {self.uri})")
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], changes: bool = False) -> T:
+        """``fn`` with retries; ``changes``: it writes or deletes (then the store has written something)."""
+
         def on_retry(e: BaseException, attempt: int, delay: float) -> None:
             kind = getattr(e, "code", None) or type(e).__name__
             if self.on_error is not None:
@@ -156,21 +178,41 @@ class S3Store(BaseStore):
             log.warning("store %s: %s failed (%s); retry %d in %.1f s", self.uri, what, kind, attempt + 1, delay)
 
         try:
-            return self.retry.call(fn, _retryable, on_retry)
+            result = self.retry.call(fn, _retryable, on_retry)
         except Exception as e:
             if _retryable(e):
                 detail = getattr(e, "code", None) or f"{type(e).__name__}: {str(e)[:200]}"
                 raise StoreUnavailable(
                     f"store {self.uri} at {self.settings.endpoint}: {what} kept failing for "
-                    f"{self.retry.deadline:g} s ({detail}); what is done is checkpointed: fix the store, "
-                    "then continue with nasrl search --resume"
+                    f"{self.retry.deadline:g} s ({detail})",
+                    uri=self.uri,
+                    wrote=self.wrote,
                 ) from None
+            tls = _tls_problem(e)
+            if tls is not None:
+                raise StoreError(self._tls_message(tls, e)) from None
             if isinstance(e, S3Error) and e.code in CREDENTIAL_ERRORS:
                 raise StoreError(
                     f"store {self.uri}: {what} was refused ({e.code}): check the access key and secret in "
                     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY / MINIO_SECRET_KEY)"
                 ) from None
             raise
+        self.wrote = self.wrote or changes
+        return result
+
+    def _tls_message(self, problem: str, e: BaseException) -> str:
+        s = self.settings
+        given = s.origin or f"the endpoint https://{s.endpoint}"
+        if problem == "plain_http":
+            return (
+                f"store {self.uri}: {given} answered plain HTTP, not TLS: use http://{s.endpoint} "
+                "(the scheme decides TLS), or turn TLS on at the server"
+            )
+        bundle = f" (NASRL_S3_CA_BUNDLE is {s.ca_bundle})" if s.ca_bundle else ""
+        return (
+            f"store {self.uri}: {given}: its TLS certificate is not trusted ({str(e)[:200]}): set "
+            f"NASRL_S3_CA_BUNDLE to the CA file that signed it{bundle}, or check the host name"
+        )
 
     def _ensure_bucket(self) -> None:
         def ensure() -> None:
@@ -207,7 +249,11 @@ class S3Store(BaseStore):
         # An S3 PUT is atomic: readers see the old object or the new one, never a torn one, and an
         # upload cut off midway leaves the old object in place.
         name = self._key(key)
-        self._call(f"writing {key}", lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
+        self._call(
+            f"writing {key}",
+            lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)),
+            changes=True,
+        )
 
     def write_once(self, key: str, data: bytes) -> bool:
         name = self._key(key)
@@ -224,7 +270,7 @@ class S3Store(BaseStore):
                     return False
                 raise
 
-        return self._call(f"publishing {key}", put)
+        return self._call(f"publishing {key}", put, changes=True)
 
     def exists(self, key: str) -> bool:
         name = self._key(key)
@@ -242,7 +288,7 @@ class S3Store(BaseStore):
 
     def delete(self, key: str) -> None:
         name = self._key(key)  # S3 answers a DELETE of a missing key with 204: idempotent already
-        self._call(f"deleting {key}", lambda: self.client.remove_object(self.bucket, name))
+        self._call(f"deleting {key}", lambda: self.client.remove_object(self.bucket, name), changes=True)
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")

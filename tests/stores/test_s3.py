@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -13,7 +14,7 @@ from controller.errors import StoreError
 from controller.stores import open_store
 from controller.stores.retry import RetryPolicy
 from controller.stores.s3 import S3Settings, S3Store, StoreUnavailable
-from tests.support.weed import SECRET_KEY
+from tests.support.weed import SECRET_KEY, free_port
 
 
 def test_settings_from_the_environment():
@@ -116,7 +117,38 @@ def test_an_unreachable_store_is_retried_until_the_deadline_then_named(monkeypat
     policy = RetryPolicy(deadline=2.0, base=0.1, cap=0.5)
     with pytest.raises(StoreUnavailable) as e:
         S3Store("s3://bucket/runs", retry=policy)
-    assert "kept failing for 2 s" in str(e.value) and "nasrl search --resume" in str(e.value)
+    said = str(e.value)
+    assert said.startswith("store s3://bucket/runs at 127.0.0.1:9: opening bucket 'bucket' kept failing for 2 s")
+    # What to do next is the caller's to say (resume a search, run a trial again): the store does not know.
+    assert "--resume" not in said and "checkpointed" not in said
+    assert (e.value.uri, e.value.wrote) == ("s3://bucket/runs", False)
+
+
+def test_https_to_a_plain_http_server_fails_at_once_saying_what_to_fix(s3_server, monkeypatch):
+    for key, value in s3_server.env(NASRL_S3_RETRY_DEADLINE="120").items():
+        if key.startswith(("NASRL_S3", "AWS_")):
+            monkeypatch.setenv(key, value)
+    plain = s3_server.endpoint.removeprefix("http://")
+    for given, said in [
+        (f"https://{plain}", f"NASRL_S3_ENDPOINT https://{plain} answered plain HTTP"),
+        (plain, f"NASRL_S3_ENDPOINT '{plain}' (no scheme, so https://) answered plain HTTP"),
+    ]:
+        monkeypatch.setenv("NASRL_S3_ENDPOINT", given)
+        started = time.monotonic()
+        with pytest.raises(StoreError) as e:
+            open_store("s3://nasrl-tests/runs")
+        assert time.monotonic() - started < 30  # not retried for the 120 s deadline
+        assert not isinstance(e.value, StoreUnavailable)
+        assert said in str(e.value) and f"use http://{plain}" in str(e.value)
+
+
+def test_the_store_knows_whether_it_has_written(s3_env):
+    store = open_store(f"s3://nasrl-tests/{uuid.uuid4().hex[:8]}")
+    store.list()
+    store.exists("x")
+    assert not store.wrote  # reads alone
+    store.write("x", b"1")
+    assert store.wrote
 
 
 def test_backoff_has_jitter_and_respects_the_deadline():
@@ -139,3 +171,20 @@ def test_backoff_has_jitter_and_respects_the_deadline():
         )
     assert clock[0] == pytest.approx(30.0, abs=0.05)  # stopped at the deadline, not before, not long after
     assert all(0 <= d <= 8.0 for d in delays) and len(set(delays)) > 3  # capped, and not all equal
+
+
+def test_a_new_search_on_an_unreachable_store_says_nothing_was_written(tmp_path):
+    env = {
+        "NASRL_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "NASRL_S3_RETRY_DEADLINE": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+    args = ["--space", "nb201", "--evaluator", "table", "--trials", "3", "--run-dir", "s3://nasrl-tests/new"]
+    out = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "search", *args], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "kept failing for 1 s" in out.stderr and "nothing of the run was written yet" in out.stderr
+    assert "checkpointed" not in out.stderr and "--resume" not in out.stderr
