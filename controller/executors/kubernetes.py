@@ -438,6 +438,10 @@ class KubernetesExecutor(BaseExecutor):
         self._finish(attempt, outcome)
 
     def _verdict_outcome(self, trial_id: str, verdict: Verdict) -> Outcome:
+        if verdict.status == "RETRY" and not verdict.spends_retry_budget:
+            # The store was down, not the child's fault: the run's own store calls bound how long that lasts.
+            log.info("kubernetes: trial %s: %s; dispatching it again", trial_id, verdict.reason)
+            return Outcome(trial_id, "RETRY", reason=verdict.reason)
         if verdict.status == "RETRY" and self._retries[trial_id] < self.config.retry_budget:
             self._retries[trial_id] += 1
             log.info("kubernetes: trial %s: %s; dispatching it again", trial_id, verdict.reason)

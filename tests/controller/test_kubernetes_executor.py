@@ -210,6 +210,15 @@ def test_the_retry_budget_runs_out_into_failed(make, fake):
     assert "retry_budget is spent" in outcome.reason
 
 
+def test_a_store_outage_is_retried_without_spending_the_retry_budget(make, fake):
+    executor = make(retry_budget=1)
+    for attempt in (1, 2, 3):  # more outages than the budget allows failures
+        executor.submit(trial(0, attempts=attempt))
+        fake.exit(name_of(0, attempt), 6)  # nasrl train: trained, but result.json could not be published
+        (outcome,) = wait_for(executor)
+        assert outcome.status == "RETRY" and outcome.reason.startswith("store_unavailable"), outcome.reason
+
+
 def test_a_job_deleted_by_someone_else_is_retried(make, fake):
     executor = make()
     executor.submit(trial(0))
