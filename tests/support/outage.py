@@ -25,6 +25,8 @@ class StoreOutage:
         self.down_at_publish = False
         self.refused = 0  # connections cut while down
         self._down = threading.Event()
+        self._thawed = threading.Event()  # cleared while frozen: bytes wait, connections stay open
+        self._thawed.set()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -52,6 +54,13 @@ class StoreOutage:
 
     def come_up(self) -> None:
         self._down.clear()
+
+    def freeze(self) -> None:
+        """Hang like a SIGSTOPped server: connections are accepted and kept, nothing is answered."""
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     def close(self) -> None:
         self.go_down()
@@ -89,6 +98,9 @@ class StoreOutage:
                     self.down_at_publish = False
                     self.go_down()
                     return
+                self._thawed.wait()
+                if self.down:
+                    break
                 sink.sendall(data)
                 tail = data[-256:]
         except OSError:
