@@ -5,13 +5,17 @@
 - ``runs.png``          the moving-average reward per run, only when there are several runs
 - ``architecture.png``  the first run's best architecture as a diagram
 
-A run that is still going is reported as far as its last checkpoint.
+A run that is still going is reported as far as its last checkpoint. Runs that differ in space, dataset
+or strategy settings are still overlaid, with a warning (on stderr and under the plots' titles).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import pathlib
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +26,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
 from controller.checkpoint import CHECKPOINT
-from controller.config import config_from_yaml_text
+from controller.config import SearchConfig, config_from_yaml_text
 from controller.errors import NasrlError
 from controller.journal import read_run
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.run_layout import SUMMARY, RunFiles, existing_run_store
+from controller.spaces import SPACES, ConvSpace
+from controller.spaces.conv import layer_shape
 from controller.spaces.nb201 import EDGES as NB201_EDGES
 from controller.spaces.rnn import children as rnn_children
 
+log = logging.getLogger(__name__)
+
 DPI = 110
+BASELINE_LABEL = "REINFORCE baseline (moving average of rewards)"
 
 
 @dataclass
@@ -47,6 +58,17 @@ class RunData:
     updates: list[dict[str, Any]]  # one per policy update (SearchState.updates)
     best: TrialRecord | None
     reward_transform: str  # what the REINFORCE baseline was averaged over
+    config: SearchConfig | None = None  # the run's settings: what its reward measures, what to compare
+
+    @property
+    def name(self) -> str:
+        """The run's folder name: what tells runs apart in a warning."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def reward_label(self) -> str:
+        """What the reward measures, in words (the space knows: accuracy, or c / perplexity^2)."""
+        return SPACES[self.config.space].reward_label if self.config is not None else "reward"
 
     @property
     def rewards(self) -> list[float | None]:
@@ -73,6 +95,7 @@ def load_run(run_dir: str) -> RunData:
         updates=contents.updates,
         best=ledger.best(),
         reward_transform=config.reinforce.reward_transform,
+        config=config,
     )
 
 
@@ -82,9 +105,69 @@ def distinct_labels(runs: Sequence[RunData]) -> list[str]:
     return [f"{r.label} – {pathlib.Path(r.path).name}" if labels.count(r.label) > 1 else r.label for r in runs]
 
 
+def comparison_facts(config: SearchConfig) -> dict[str, dict[str, str]]:
+    """What has to match for two runs' curves to be comparable: fact -> {setting: value}.
+
+    Strategy settings only matter between runs of one strategy (reinforce vs random is the point of an
+    overlay), and a space's settings only between runs of one space: see :func:`run_differences`.
+    """
+    space = config.make_space().config()
+    strategy = getattr(config, config.strategy, None)
+    strategy_settings = dataclasses.asdict(strategy) if dataclasses.is_dataclass(strategy) else {}
+    strategy_settings |= {"batch": config.batch, "replicas": config.replicas, "sampling": config.sampling}
+    # A table evaluator looks rewards up: the dataset setting plays no part then.
+    data = config.dataset if config.evaluator == "train" else f"{config.evaluator} evaluator"
+    if config.evaluator == "train" and config.train_subset is not None:
+        data += f" ({config.train_subset} training images)"
+    return {
+        "space": {"": config.space},
+        f"{config.space} space settings": {k: str(v) for k, v in space.items() if k != "name"},
+        "dataset": {"": data},
+        f"{config.strategy} settings": {k: str(v) for k, v in strategy_settings.items()},
+    }
+
+
+def run_differences(runs: Sequence[RunData]) -> list[str]:
+    """One phrase per fact the runs disagree on, naming each run by its folder, e.g.
+    ``space conv (a) vs nb201 (b)``. Empty when they agree (or there is a single run)."""
+    known = [(run.name, comparison_facts(run.config)) for run in runs if run.config is not None]
+    out = []
+    for fact in dict.fromkeys(f for _, facts in known for f in facts):
+        having = [(name, facts[fact]) for name, facts in known if fact in facts]
+        if len(having) < 2:
+            continue
+        for setting in dict.fromkeys(k for _, values in having for k in values):
+            values = [(name, v.get(setting, "-")) for name, v in having]
+            if len({v for _, v in values}) > 1:
+                what = f"{fact} {setting}".strip()
+                out.append(f"{what} " + " vs ".join(f"{v} ({name})" for name, v in values))
+    return out
+
+
+def comparison_warning(runs: Sequence[RunData]) -> str | None:
+    differences = run_differences(runs)
+    if not differences:
+        return None
+    return "these runs differ: " + "; ".join(differences) + ". Their rewards may not be comparable."
+
+
+def reward_axis_label(runs: Sequence[RunData], what: str = "reward") -> str:
+    labels = {run.reward_label for run in runs}
+    if len(labels) == 1:
+        return f"{what} = {labels.pop()}"
+    return f"{what} (measured differently per run)"
+
+
 # -- series (pure, unit-tested) -------------------------------------------------------------
 def smoothing_window(n: int) -> int:
     return max(5, n // 20)
+
+
+def shared_window(runs: Sequence[RunData]) -> int:
+    """One smoothing window for runs drawn together, from the shortest run that has rewards: curves
+    smoothed over different windows look different for no reason."""
+    lengths = [n for n in (sum(r is not None for r in run.rewards) for run in runs) if n]
+    return smoothing_window(min(lengths, default=0))
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:
@@ -137,14 +220,16 @@ def classifier_inputs(layers: Sequence[dict[str, Any]]) -> list[int]:
 
 
 def conv_layer_label(i: int, layer: dict[str, Any]) -> str:
-    label = f"L{i} {layer['filter_height']}x{layer['filter_width']} /{layer['num_filters']}"
-    if layer["stride_height"] != 1 or layer["stride_width"] != 1:
-        label += f" s{layer['stride_height']}x{layer['stride_width']}"
-    return label
+    """``L3 5x3/48s2x1``: the layer's number, then its filters written as ``nasrl show`` writes them."""
+    return f"L{i} {layer_shape(layer)}"
+
+
+# The conv drawing's key to its boxes; the arrows stand for show's "<" part, and the legend explains those.
+CONV_BOX_NOTE = "L3 = layer 3; the rest as nasrl show writes it: " + ConvSpace.notation
 
 
 # -- training curves ------------------------------------------------------------------------
-def _save(fig: plt.Figure, path: pathlib.Path) -> pathlib.Path:
+def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)  # pyplot keeps every open figure alive otherwise
     return path
@@ -154,7 +239,16 @@ def _no_trials(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no finished trials yet", transform=ax.transAxes, ha="center", va="center", color="grey")
 
 
-def plot_reward(run: RunData, path: pathlib.Path) -> pathlib.Path:
+def _titles(fig: Figure, ax: Axes, title: str, warning: str | None) -> None:
+    """The title, and under it, in red, what makes the runs drawn together not comparable."""
+    if warning is None:
+        ax.set_title(title)
+        return
+    fig.suptitle(title)
+    ax.set_title(textwrap.fill("warning: " + warning, 110), fontsize=9, color="tab:red")
+
+
+def reward_figure(run: RunData) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 5))
     rewards = run.rewards
     done = [(x, r) for x, r in enumerate(rewards, 1) if r is not None]
@@ -163,7 +257,7 @@ def plot_reward(run: RunData, path: pathlib.Path) -> pathlib.Path:
         xs, ys = zip(*done, strict=True)
         ax.scatter(xs, ys, s=9, alpha=0.5, color="tab:blue", linewidths=0, label="trial reward")
         window = smoothing_window(len(ys))
-        ax.plot(xs, moving_average(ys, window), color="tab:blue", lw=2, label=f"moving average ({window} trials)")
+        ax.plot(xs, moving_average(ys, window), color="tab:blue", lw=2, label=f"average of the last {window} trials")
     if failed:
         # Failures have no reward: mark them along the bottom edge, whatever the reward scale.
         ax.scatter(
@@ -182,46 +276,60 @@ def plot_reward(run: RunData, path: pathlib.Path) -> pathlib.Path:
     ]
     if ups:
         xs_b = [x for x, _ in ups]
+        # Averaged over cubed rewards, drawn back in reward units (baseline_as_reward): one scale for all lines.
         ys_b = [baseline_as_reward(b, run.reward_transform) for _, b in ups]
-        note = " (cube root)" if run.reward_transform == "cube" else ""
-        ax.step(xs_b, ys_b, where="post", color="tab:orange", lw=1.5, label=f"REINFORCE baseline{note}")
+        ax.step(xs_b, ys_b, where="post", color="tab:orange", lw=1.5, label=BASELINE_LABEL)
     if not rewards:
         _no_trials(ax)
-    ax.set(title=f"Reward per trial: {run.label}", xlabel="trials finished", ylabel="reward")
+    ax.set(title=f"Reward per trial: {run.label}", xlabel="trials finished", ylabel=reward_axis_label([run]))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         # Below the axes: inside, it would hide trials (and the failure marks along the bottom).
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
-def plot_best_so_far(runs: Sequence[RunData], path: pathlib.Path) -> pathlib.Path:
-    fig, ax = plt.subplots(figsize=(9, 5))
+def plot_reward(run: RunData, path: pathlib.Path) -> pathlib.Path:
+    return _save(reward_figure(run), path)
+
+
+def best_so_far_figure(runs: Sequence[RunData], warning: str | None = None) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
     for run, label in zip(runs, distinct_labels(runs), strict=True):
         best = best_so_far(run.rewards)
         ax.step(range(1, len(best) + 1), best, where="post", lw=2, label=label)
     if not any(run.finished for run in runs):
         _no_trials(ax)
-    ax.set(title="Best reward so far", xlabel="trials finished", ylabel="best reward")
+    ax.set(xlabel="trials finished", ylabel=reward_axis_label(runs, "best reward"))
+    _titles(fig, ax, "Best reward so far", warning)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return fig
 
 
-def plot_runs(runs: Sequence[RunData], path: pathlib.Path) -> pathlib.Path:
-    fig, ax = plt.subplots(figsize=(9, 5))
+def plot_best_so_far(runs: Sequence[RunData], path: pathlib.Path, warning: str | None = None) -> pathlib.Path:
+    return _save(best_so_far_figure(runs, warning), path)
+
+
+def runs_figure(runs: Sequence[RunData], warning: str | None = None) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    window = shared_window(runs)
     for run, label in zip(runs, distinct_labels(runs), strict=True):
         done = [(x, r) for x, r in enumerate(run.rewards, 1) if r is not None]
         if not done:
             ax.plot([], [], label=f"{label} (no trials yet)")  # keeps the colours in step with best_so_far.png
             continue
         xs, ys = zip(*done, strict=True)
-        window = smoothing_window(len(ys))
-        ax.plot(xs, moving_average(ys, window), lw=2, label=f"{label}, window {window}")
-    ax.set(title="Moving-average reward per run", xlabel="trials finished", ylabel="reward (moving average)")
+        ax.plot(xs, moving_average(ys, window), lw=2, label=label)
+    ax.set(xlabel="trials finished", ylabel=reward_axis_label(runs))
+    _titles(fig, ax, f"Reward per run, averaged over the last {window} trials", warning)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return fig
+
+
+def plot_runs(runs: Sequence[RunData], path: pathlib.Path, warning: str | None = None) -> pathlib.Path:
+    return _save(runs_figure(runs, warning), path)
 
 
 # -- architecture diagrams ------------------------------------------------------------------
@@ -259,6 +367,9 @@ def _source_colour(j: int) -> tuple[float, ...]:
     return plt.get_cmap("tab20")((2 * j) % 20 + (2 * j // 20) % 2)
 
 
+UNUSED_COLOUR = "dimgrey"
+
+
 def _conv_bulge(span: int) -> float:
     return 0.3 + 0.2 * span
 
@@ -278,6 +389,7 @@ def draw_conv(ax: Axes, layers: Sequence[dict[str, Any]]) -> tuple[float, float]
         _box(ax, -k, label, width, colour)  # node k: the image is 0, layer i is i + 1
     right = left = half
 
+    skip_sources: set[int] = set()  # boxes a skip connection leaves (0: the image), for the legend
     for i, layer in enumerate(layers):
         for j in layer["inputs"] or [-1]:  # no input: the image, node 0
             if j == i - 1:
@@ -285,6 +397,7 @@ def draw_conv(ax: Axes, layers: Sequence[dict[str, Any]]) -> tuple[float, float]
                 continue
             span = i - j
             right = max(right, half + _conv_bulge(span))
+            skip_sources.add(j + 1)
             _arrow(
                 ax,
                 (half, -(j + 1) - 0.15),
@@ -295,6 +408,7 @@ def draw_conv(ax: Axes, layers: Sequence[dict[str, Any]]) -> tuple[float, float]
                 alpha=0.8,
             )
     outputs = classifier_inputs(layers)
+    dashed = [i for i in outputs if i != n - 1]
     for i in outputs:
         if i == n - 1:
             _arrow(ax, (0, -n - 0.3), (0, -n - 0.7))
@@ -306,16 +420,31 @@ def draw_conv(ax: Axes, layers: Sequence[dict[str, Any]]) -> tuple[float, float]
             (-half, -(i + 1) - 0.15),
             (-half, -(n + 1) + 0.15),
             rad=_arc_rad(span - 0.3, -_conv_bulge(span)),
-            color="dimgrey",
+            color=UNUSED_COLOUR,
             ls="--",
             lw=0.9,
         )
-    handles = [
-        Line2D([], [], color="black", label="input from the layer above"),
-        Line2D([], [], color=_source_colour(3), label="skip connection (colour: the layer it leaves)"),
-        Line2D([], [], color="dimgrey", ls="--", label=f"unused output, to the classifier ({len(outputs)} in all)"),
-    ]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+    # The legend names only what is drawn, in the colours and line styles it is drawn with.
+    handles: list[Any] = [Line2D([], [], color="black")]
+    labels = ["input from the box above"]
+    if skip_sources:
+        handles.append(tuple(Line2D([], [], color=_source_colour(k), lw=1.5) for k in sorted(skip_sources)))
+        labels.append("skip connection (colour: the box it leaves)")
+    if dashed:
+        handles.append(Line2D([], [], color=UNUSED_COLOUR, ls="--"))
+        labels.append(f"output no layer reads, to the classifier ({len(dashed)})")
+    handles.append(Line2D([], [], ls="none"))
+    labels.append(textwrap.fill(CONV_BOX_NOTE, 70))
+    ax.legend(
+        handles,
+        labels,
+        handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+        handlelength=2.5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_ylim(-(n + 1) - 0.5, 0.5)
     return -left - 0.2, right + 0.2
 
@@ -377,6 +506,10 @@ def _rnn_layout(base: int, gap: float = 1.7, rise: float = 1.5) -> dict[int, tup
 
 
 def draw_rnn_cell(architecture: dict[str, Any], path: pathlib.Path, title: str | None = None) -> pathlib.Path:
+    return _save(rnn_cell_figure(architecture, title), path)
+
+
+def rnn_cell_figure(architecture: dict[str, Any], title: str | None = None) -> Figure:
     """The rnn-space cell as its tree, leaves at the bottom. Each node shows its number, combination and
     activation; every leaf reads x_t and h_(t-1) through its own weights; c_(t-1) enters the injected node
     from the left (red) and c_t leaves its node, taken before that node's activation, on the right (green).
@@ -432,21 +565,44 @@ def draw_rnn_cell(architecture: dict[str, Any], path: pathlib.Path, title: str |
     ax.set_ylim(-1.0, root_y + 1.4)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or f"rnn cell, base {base}")
-    return _save(fig, path)
+    _fit_title(fig, ax, title or f"rnn cell, base {base}")
+    return fig
 
 
-def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
+def _fit_title(fig: Figure, ax: Axes, title: str) -> None:
+    """Set the title, shrunk or wrapped to the drawing's width (or its legend's): a diagram of a few boxes
+    is narrower than a one-line title, which would then overhang it."""
+    renderer = fig.canvas.get_renderer()
+    ax.apply_aspect()  # equal aspect shrinks the axes only when drawn: measure what will be drawn
+    legend = ax.get_legend()
+    width = max(
+        ax.get_window_extent(renderer).width,
+        legend.get_window_extent(renderer).width if legend is not None else 0.0,
+        4.0 * fig.dpi,
+    )
+    text = ax.set_title(title)
+    for size in (11, 10):  # a slightly smaller title first: a line broken mid-phrase reads worse
+        if text.get_window_extent(renderer).width <= width:
+            return
+        text.set_fontsize(size)
+    chars = max(map(len, title.splitlines()))
+    while text.get_window_extent(renderer).width > width and chars > 24:
+        chars = int(chars * 0.85)
+        text.set_text("\n".join(textwrap.fill(line, chars) for line in title.splitlines()))
+
+
+def architecture_figure(best: TrialRecord) -> Figure:
     arch = best.architecture
+    reward = f"reward {best.reward:.4g} = {SPACES[arch['space']].reward_label}"
     if arch.get("space") == "rnn":
         perplexity = best.metrics.get("val_perplexity")
         shown = f", validation perplexity {perplexity:.1f}" if isinstance(perplexity, int | float) else ""
-        return draw_rnn_cell(arch, path, f"Best cell: trial {best.trial_id}, reward {best.reward:.4g}{shown}")
+        return rnn_cell_figure(arch, f"Best cell: trial {best.trial_id}{shown}\n{reward}")
     if arch.get("space") == "conv":
         rows = len(arch["layers"]) + 2
         fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * rows))
         x_range = draw_conv(ax, arch["layers"])
-        what = f"{len(arch['layers'])} conv layers"
+        what = f"architecture ({len(arch['layers'])} conv layers)"
     else:
         fig, ax = plt.subplots(figsize=(9, 4))
         x_range = draw_nb201(ax, arch["edges"])
@@ -454,8 +610,12 @@ def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
     ax.set_xlim(*x_range)
     ax.set_aspect("equal")  # arc3 bends in display space; equal scales keep the arcs where they are computed
     ax.axis("off")
-    ax.set_title(f"Best architecture: trial {best.trial_id}, reward {best.reward:.4f} ({what})")
-    return _save(fig, path)
+    _fit_title(fig, ax, f"Best {what}: trial {best.trial_id}\n{reward}")
+    return fig
+
+
+def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
+    return _save(architecture_figure(best), path)
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -472,9 +632,12 @@ def write_report(run_dirs: list[str], out_dir: str | None = None) -> list[pathli
     else:
         out = pathlib.Path(first) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_reward(runs[0], out / "reward.png"), plot_best_so_far(runs, out / "best_so_far.png")]
+    warning = comparison_warning(runs)
+    if warning is not None:
+        log.warning("report: %s", warning)
+    written = [plot_reward(runs[0], out / "reward.png"), plot_best_so_far(runs, out / "best_so_far.png", warning)]
     if len(runs) > 1:
-        written.append(plot_runs(runs, out / "runs.png"))
+        written.append(plot_runs(runs, out / "runs.png", warning))
     if runs[0].best is not None:
         written.append(plot_architecture(runs[0].best, out / "architecture.png"))
     return written

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from controller.errors import NasrlError
 from controller.journal import read_run
-from controller.ledger import Ledger, TrialState
+from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.run_layout import RunFiles, existing_run_store
 
 
@@ -32,13 +34,23 @@ def show_run(run_dir: str, top: int = 10) -> str:
             f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}"
             + (" (of cubed rewards)" if transform == "cube" else "")
         )
-    # A reused reward repeats its source's row: list each architecture's measurement once.
-    rows = [r for r in ledger.top(len(ledger)) if "reused_from" not in r.metrics][:top]
+    # A reused reward repeats its source's row, and an architecture sampled again has a row per measurement:
+    # list each architecture once, at its best measurement, and say how often it was sampled.
+    seen = Counter(r.architecture_id for r in ledger)
+    rows: list[TrialRecord] = []
+    listed: set[str] = set()
+    for r in ledger.top(len(ledger)):
+        if len(rows) == top:
+            break
+        if "reused_from" not in r.metrics and r.architecture_id not in listed:
+            listed.add(r.architecture_id)
+            rows.append(r)
     if rows:
         space_of = config.space_of
         # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
         quality = "val ppl" if config.space == "rnn" else "reward"
-        lines += ["", f"{'rank':>4}  {'trial':<7} {quality:>8} {'params':>9}  architecture"]
+        header = f"{'rank':>4}  {'trial':<7} {quality:>8} {'params':>9} {'seen':>5}  "
+        lines += ["", header + "architecture", " " * len(header) + config.make_space().notation]
         for rank, r in enumerate(rows, 1):
             params = r.metrics.get("params")
             value = (
@@ -47,9 +59,11 @@ def show_run(run_dir: str, top: int = 10) -> str:
                 else f"{r.reward:>8.4f}"
             )
             lines.append(
-                f"{rank:>4}  {r.trial_id:<7} {value} {params if params is not None else '-':>9}  "
-                f"{space_of(r.architecture).summary(r.architecture)}"
+                f"{rank:>4}  {r.trial_id:<7} {value} {params if params is not None else '-':>9} "
+                f"{f'x{seen[r.architecture_id]}':>5}  {space_of(r.architecture).summary(r.architecture)}"
             )
+        if any(seen[r.architecture_id] > 1 for r in rows):
+            lines.append("seen      times the architecture was sampled; its best measurement is the one shown")
     reused = sum(1 for r in ledger.finished_in_order() if "reused_from" in r.metrics)
     if reused:
         lines += ["", f"reused    {reused} trials got the reward of an identical architecture trained earlier"]

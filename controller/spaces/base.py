@@ -61,6 +61,10 @@ class BaseSpace(ABC):
     """
 
     name: str
+    # How to read summary(): the one line `nasrl show` prints under its table header and the README repeats.
+    notation: str
+    # What the reward measures, in words for a plot's axis (the trainer or table that fits the space decides it).
+    reward_label: str
 
     @abstractmethod
     def steps(self) -> list[Step]: ...

@@ -35,6 +35,11 @@ class ConvSpace(BaseSpace):
     """``num_layers`` conv layers; filter sizes, strides and filter counts from configurable sets."""
 
     name = "conv"
+    notation = (
+        "5x5/24s2x2<0,1 = filter height x width / number of filters, s stride (when not 1x1), "
+        "< input layers (when not just the layer before; <img: the image)"
+    )
+    reward_label = "validation accuracy"
 
     def __init__(
         self,
@@ -151,13 +156,19 @@ class ConvSpace(BaseSpace):
     def summary(self, architecture: Architecture) -> str:
         parts = []
         for i, layer in enumerate(architecture["layers"]):
-            s = f"{layer['filter_height']}x{layer['filter_width']}/{layer['num_filters']}"
-            if layer["stride_height"] != 1 or layer["stride_width"] != 1:
-                s += f"s{layer['stride_height']}x{layer['stride_width']}"
+            s = layer_shape(layer)
             if i and layer["inputs"] != [i - 1]:
                 s += "<" + (",".join(map(str, layer["inputs"])) or "img")
             parts.append(s)
         return f"{len(parts)} layers: " + " ".join(parts)
+
+
+def layer_shape(layer: dict[str, Any]) -> str:
+    """One layer's filters as :meth:`ConvSpace.summary` writes them, e.g. ``5x5/24s2x2`` (its inputs left out)."""
+    shape = f"{layer['filter_height']}x{layer['filter_width']}/{layer['num_filters']}"
+    if layer["stride_height"] != 1 or layer["stride_width"] != 1:
+        shape += f"s{layer['stride_height']}x{layer['stride_width']}"
+    return shape
 
 
 def _check_token(field: str, value: Any, values: Sequence[int]) -> None:

@@ -107,6 +107,12 @@ class RNNCellSpace(BaseSpace):
     """The recurrent cell tree with ``base`` leaves (paper: 8)."""
 
     name = "rnn"
+    notation = (
+        "combination/activation per node, tree levels leaves first split by |; "
+        "c_prev add/tanh into i: c_t-1 joins node i's output that way; c_t = pre j: c_t is node j before its activation"
+    )
+    # The paper's reward for language models (c = 80 unless lm.reward_c says otherwise).
+    reward_label = "c / validation perplexity² (c = lm.reward_c)"
 
     def __init__(self, base: int = 8) -> None:
         self.base = check_base(base)
