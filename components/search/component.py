@@ -6,7 +6,7 @@ at start needs the internet and a writable site-packages, which the nasrl image 
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 
 # The project image (Dockerfile). The pipeline's `image` parameter overrides it per run.
 BASE_IMAGE = "ghcr.io/nasrl/nasrl:0.1.0"
@@ -45,6 +45,7 @@ def search(
     architectures: Output[Artifact],
     metrics: Output[Metrics],
     table: Output[Markdown],
+    report: Output[HTML],
 ) -> list:
     """Runs the NAS-RL controller until `trials` children are evaluated (resuming the run on a retry), then
     returns the final-training plan: each of the top-k architectures at each grid point.
@@ -81,11 +82,14 @@ def search(
         architectures: The top-k architectures (JSON).
         metrics: Best reward, trials completed and failed.
         table: The top-k table.
+        report: The search at a glance: reward per trial with the baseline, best so far, the best architecture's
+            drawing, and the top-k table.
     """
     import json
     import os
 
     from components.final_train.step import FinalGrid
+    from components.search.html_report import search_report_html
     from components.search.step import run_search_step, search_settings
 
     if s3_endpoint:
@@ -130,4 +134,6 @@ def search(
         metrics.log_metric(name, value)
     with open(table.path, "w") as f:
         f.write(step.table)
+    with open(report.path, "w") as f:
+        f.write(search_report_html(step))
     return step.candidates

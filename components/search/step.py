@@ -146,6 +146,7 @@ class SearchStep:
     candidates: list[dict[str, Any]]  # the final-training plan, one entry per final-train task
     metrics: dict[str, float]  # best_reward, trials_completed, trials_failed
     table: str  # Markdown: the top-k table
+    table_html: str  # the same table as an HTML fragment (components/search/html_report.py)
     lm: dict[str, Any] | None = None  # rnn space: the search's language-model settings
 
     def architectures(self) -> dict[str, Any]:
@@ -218,6 +219,7 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         candidates=plan_candidates(top, grid, config.space, lm),
         metrics=metrics,
         table=top_k_table(top, summary, run_dir, reward_c=config.lm.reward_c),
+        table_html=top_k_html(top_k_rows(top, summary, run_dir, reward_c=config.lm.reward_c)),
         lm=lm,
     )
 
@@ -232,33 +234,81 @@ def lm_settings(config: SearchConfig) -> dict[str, Any] | None:
     return {k: v for k, v in dataclasses.asdict(config.lm).items() if k not in LM_PER_TRIAL}
 
 
+@dataclass(frozen=True)
+class TopTable:
+    """The top-k table's content, rendered as Markdown (``top_k_table``) and as HTML (``top_k_html``)."""
+
+    title: str
+    caption: str
+    header: list[str]
+    numeric: list[bool]  # right-aligned columns
+    rows: list[list[str]]
+    run_dir: str
+
+
+def top_k_rows(
+    top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str, reward_c: float = 80.0
+) -> TopTable:
+    """For the rnn space with each cell's validation perplexity, since its reward c / perplexity² is hard
+    to read on its own."""
+    rnn = summary.get("space") == "rnn"
+    reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
+    columns = [("rank", True), ("trial", False), ("reward", True)]
+    columns += [("val perplexity", True)] if rnn else []
+    columns += [("parameters", True), ("architecture", False)]
+    rows = []
+    for entry in top:
+        params, perplexity = entry.get("params"), entry.get("val_perplexity")
+        row = [str(entry["rank"]), entry["trial_id"], f"{entry['reward']:{'.4g' if rnn else '.4f'}}"]
+        row += [f"{perplexity:.2f}" if perplexity is not None else "-"] if rnn else []
+        row += [f"{params:,}" if params is not None else "-", entry.get("summary", "")]
+        rows.append(row)
+    return TopTable(
+        title=f"Top {len(top)} architecture{'s' if len(top) != 1 else ''}",
+        caption=f"{summary.get('strategy', '?')} search over the {summary.get('space', '?')} space: "
+        f"{summary.get('trials_completed', 0)} trials completed, {summary.get('trials_failed', 0)} failed. "
+        f"Reward: {reward}.",
+        header=[name for name, _ in columns],
+        numeric=[numeric for _, numeric in columns],
+        rows=rows,
+        run_dir=run_dir,
+    )
+
+
 def top_k_table(
     top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str, reward_c: float = 80.0
 ) -> str:
-    """The Markdown the KFP UI renders for the search step; for the rnn space with each cell's validation
-    perplexity, since its reward c / perplexity² is hard to read on its own."""
-    rnn = summary.get("space") == "rnn"
-    reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
+    """The Markdown the KFP UI renders for the search step."""
+    table = top_k_rows(top, summary, run_dir, reward_c)
     lines = [
-        f"### Top {len(top)} architecture{'s' if len(top) != 1 else ''}",
+        f"### {table.title}",
         "",
-        f"{summary.get('strategy', '?')} search over the {summary.get('space', '?')} space: "
-        f"{summary.get('trials_completed', 0)} trials completed, {summary.get('trials_failed', 0)} failed. "
-        f"Reward: {reward}.",
+        table.caption,
         "",
-        "| rank | trial | reward | " + ("val perplexity | " if rnn else "") + "parameters | architecture |",
-        "|---:|---|---:|" + ("---:|" if rnn else "") + "---:|---|",
+        "| " + " | ".join(table.header) + " |",
+        "|" + "".join("---:|" if numeric else "---|" for numeric in table.numeric),
     ]
-    for entry in top:
-        params, perplexity = entry.get("params"), entry.get("val_perplexity")
-        shown = f"{perplexity:.2f} | " if perplexity is not None else "- | "
-        lines.append(
-            f"| {entry['rank']} | {entry['trial_id']} | {entry['reward']:{'.4g' if rnn else '.4f'}} | "
-            + (shown if rnn else "")
-            + f"{f'{params:,}' if params is not None else '-'} | {_cell(entry.get('summary', ''))} |"
-        )
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in table.rows]
     lines += ["", f"Run: `{run_dir}`", ""]
     return "\n".join(lines)
+
+
+def top_k_html(table: TopTable) -> str:
+    """The same table as an HTML fragment, for the search step's HTML page."""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in table.header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{html.escape(cell)}</td>' if numeric else f"<td>{html.escape(cell)}</td>"
+            for cell, numeric in zip(row, table.numeric, strict=True)
+        )
+        + "</tr>\n"
+        for row in table.rows
+    )
+    return (
+        f"<h2>{html.escape(table.title)}</h2>\n<p>{html.escape(table.caption)}</p>\n"
+        f"<table>\n<tr>{head}</tr>\n{body}</table>\n<p>Run: <code>{html.escape(table.run_dir)}</code></p>\n"
+    )
 
 
 def _cell(text: str) -> str:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from components.final_train.step import FinalGrid
+from components.search.html_report import plots_html, search_report_html
 from components.search.step import (
     parse_overrides,
     pipeline_run_dir,
@@ -18,6 +19,7 @@ from components.search.step import (
 from controller.config import build_config
 from controller.errors import ConfigError
 from controller.stores import open_store
+from tests.support.pages import assert_a_page_of_plots_and_the_table, page_images
 from tests.support.ptb import TINY_LM, write_mini_ptb
 
 COMMON = {"store": "s3://nasrl/runs", "job_id": "1f2e", "image": "registry/nasrl:1", "s3_secret_name": "nasrl-s3"}
@@ -129,6 +131,32 @@ def test_a_tiny_search_gives_top_k_metrics_a_table_and_the_plan_and_a_retry_resu
     assert len(open_store(step.run_dir).list("trials/")) == 2 * 3  # architecture.json + result.json per trial
 
 
+def test_the_search_page_shows_the_reports_plots_and_the_top_k_table(tmp_path) -> None:
+    settings = search_settings(
+        **(COMMON | {"store": str(tmp_path)}),
+        dataset="digits",
+        trials=4,
+        parallelism=1,
+        batch=2,
+        child_epochs=1,
+        train_subset=200,
+        executor="local",
+        search_config={"start_layers": 3, "max_layers": 3, "num_filters": [8]},
+    )
+    step = run_search_step(settings, top_k=3, grid=GRID, quiet=True)
+    page = search_report_html(step)
+    assert_a_page_of_plots_and_the_table(page, step.top)
+    assert {"reward", "best_so_far", "architecture"} <= set(page_images(page))  # nasrl report's three plots
+    done, failed = step.summary["trials_completed"], step.summary["trials_failed"]
+    assert f"{done} trials completed, {failed} failed" in page and done + failed == 4
+
+
+def test_a_plot_that_cannot_be_drawn_leaves_the_page_without_plots_not_the_step_failed(tmp_path, caplog) -> None:
+    shown = plots_html(str(tmp_path / "no-such-run"))
+    assert shown.startswith("<p>No plots: ") and "no-such-run" in shown and "<img" not in shown
+    assert "has no plots" in caplog.text
+
+
 def test_the_table_escapes_what_markdown_would_render_as_html() -> None:
     top = [{"rank": 1, "trial_id": "t00001", "reward": 0.5, "params": 1234, "summary": "2 layers: 3x3/8 3x3/8<img"}]
     table = top_k_table(top, {"strategy": "reinforce", "space": "conv"}, "runs/x")
@@ -184,6 +212,10 @@ def test_a_tiny_cell_search_ranks_cells_by_perplexity_and_plans_their_lm_trainin
     assert step.top[0]["val_perplexity"] <= step.top[1]["val_perplexity"]
     assert "Reward: 80 / (validation perplexity)²." in step.table
     assert f"| 1 | {best['trial_id']} | {best['reward']:.4g} | {best['val_perplexity']:.2f} |" in step.table
+
+    page = search_report_html(step)
+    assert_a_page_of_plots_and_the_table(page, step.top)
+    assert f'<td class="num">{best["val_perplexity"]:.2f}</td>' in page and "<th>val perplexity</th>" in page
 
     assert len(step.candidates) == 2 * 2  # top 2 × two LM learning rates; the epsilon axis does not apply
     assert {c["learning_rate"] for c in step.candidates} == {20.0, 10.0}

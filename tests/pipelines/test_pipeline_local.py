@@ -13,7 +13,9 @@ import torch
 from components.select_export.step import read_export
 from components.trainer.datasets import load_dataset
 from components.trainer.lm import batchify, evaluate_lm, load_ptb, perplexity
-from pipelines.local import TINY, run_local
+from controller.cli import main
+from pipelines.local import TINY, PipelineFailed, run_local
+from tests.support.pages import assert_a_page_of_plots_and_the_table
 from tests.support.ptb import TINY_LM, write_mini_ptb
 
 pytestmark = [
@@ -38,8 +40,11 @@ def _one_thread_per_step(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # every step is a subprocess; they share 2 busy cores
 
 
-def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_path) -> None:
-    outputs = run_local(tmp_path / "store", tmp_path / "root")
+def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_path, capsys) -> None:
+    # Through the command a user types: `nasrl pipeline run-local`, kfp.local's log kept out of the terminal.
+    assert main(["pipeline", "run-local", "--store", str(tmp_path / "store"), "--root", str(tmp_path / "root")]) == 0
+    printed = capsys.readouterr()
+    (outputs,) = (tmp_path / "root").glob("nasrl-*")
 
     search = metrics_of(outputs / "search")
     assert search["trials_completed"] + search["trials_failed"] == TINY["trials"]
@@ -73,10 +78,33 @@ def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_p
 
     assert (outputs / "cleanup" / "executor_output.json").is_file()  # the exit handler ran
 
+    # The UI's page of the search: the report's plots and the top-k table.
+    assert_a_page_of_plots_and_the_table((outputs / "search" / "report").read_text(), architectures["top"])
+
+    # What the terminal showed: a line per step, then the facts a user came for, the last line the model.
+    lines = printed.out.splitlines()
+    assert len(lines) < 30 and printed.err == ""
+    assert "Executing task" not in printed.out and "Warning" not in printed.out  # kfp.local's log went to its file
+    (log,) = (tmp_path / "root").glob("run-local-*.log")
+    assert str(log) in lines[0] and "Executing task" in log.read_text()
+    assert [line.split()[:2] for line in lines[1:6]] == [
+        ["search", "SUCCESS"],
+        ["final-train", "SUCCESS"],
+        ["final-train", "SUCCESS"],
+        ["select-and-export", "SUCCESS"],
+        ["cleanup", "SUCCESS"],
+    ]
+    chosen_trial = architecture["trial_id"]
+    summary = next(t["summary"] for t in architectures["top"] if t["trial_id"] == chosen_trial)
+    assert lines[-3] == f"best architecture: {chosen_trial} (search rank 1), {summary}"
+    assert lines[-2] == f"test accuracy: {chosen['test_accuracy']:.4f}"
+    assert lines[-1].startswith(f"model: {run_dir}/export/model.pt ")
+    assert Path(lines[-1].split()[1]).is_file()
+
 
 def test_the_exit_handler_runs_when_the_search_fails(tmp_path, capsys) -> None:
     # No retries: they would only repeat this permanent error, after their backoff.
-    with pytest.raises(RuntimeError, match="search"):
+    with pytest.raises(PipelineFailed, match="search"):
         run_local(tmp_path / "store", tmp_path / "root", {"search_config": json.dumps({"trials": 0})}, retries=0)
     (outputs,) = (tmp_path / "root").glob("nasrl-*")
     assert (outputs / "cleanup" / "executor_output.json").is_file()
@@ -105,6 +133,7 @@ def test_a_cell_search_runs_through_the_whole_pipeline_and_exports_a_language_mo
     architectures = json.loads((outputs / "search" / "architectures").read_text())
     assert architectures["space"] == "rnn" and architectures["lm"]["hidden_size"] == 16
     assert "Reward: 80 / (validation perplexity)²." in (outputs / "search" / "table").read_text()
+    assert_a_page_of_plots_and_the_table((outputs / "search" / "report").read_text(), architectures["top"])
 
     trained = sorted(outputs.glob("for-loop-*-iteration-*/final-train"))
     assert len(trained) == 2  # top_k 1 × two learning rates

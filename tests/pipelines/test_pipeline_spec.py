@@ -162,3 +162,16 @@ def test_wiring_caching_retries_and_the_exit_handler(compiled) -> None:
     assert export_inputs["architectures"] == {
         "taskOutputArtifact": {"outputArtifactKey": "architectures", "producerTask": "search"}
     }
+
+
+def test_the_ui_gets_the_searchs_metrics_table_and_page_of_plots(compiled) -> None:
+    # The UI picks how to show an artifact by its type: Metrics as numbers, Markdown and HTML rendered.
+    spec, _ = load(compiled)
+    outputs = spec["components"]["comp-search"]["outputDefinitions"]["artifacts"]
+    kinds = {name: output["artifactType"]["schemaTitle"] for name, output in outputs.items()}
+    assert kinds == {
+        "architectures": "system.Artifact",
+        "metrics": "system.Metrics",
+        "table": "system.Markdown",
+        "report": "system.HTML",
+    }
