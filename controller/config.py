@@ -85,7 +85,7 @@ class SearchConfig:
     # "batch": a replica samples its next m children when all m of its last ones finished (the paper's
     # replicas); "async": a child is sampled as soon as any child finishes, one update per m results.
     sampling: Literal["batch", "async"] = "async"  # when new children are sampled (see README: Keeping slots busy)
-    checkpoint_seconds: float = 5.0  # write the controller's checkpoint at most this often (and at the end)
+    checkpoint_seconds: float = 30.0  # write the controller's checkpoint at most this often (and at the end)
     reuse_rewards: bool = False  # an architecture already trained in this run gets its recorded reward again
     store: str = "runs"  # where runs live: a folder, file://..., or s3://bucket/prefix (MinIO)
     run_dir: str | None = None  # this run's own location (folder or s3:// URI); default STORE/<run id>
