@@ -21,6 +21,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports: every socket stays bound until all are picked, so none repeats."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 class WeedServer:
     """``weed server -s3`` with its data in ``root``; stop() and start() again keep the data and ports."""
 
@@ -59,7 +71,8 @@ class WeedServer:
             "s3_lance",
             "iam",
         )
-        self.ports = {name: free_port() for name in names}
+        self._names = names
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.process: subprocess.Popen | None = None
 
     @property
@@ -76,6 +89,20 @@ class WeedServer:
         }
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start weed; if another process took one of its ports meanwhile, once more on fresh ports
+        (only before the first start: a restarted server keeps its ports, and so its endpoint)."""
+        try:
+            self._start(timeout)
+        except RuntimeError as e:
+            if "address already in use" not in str(e) or self._started_once:
+                raise
+            self.ports = dict(zip(self._names, free_ports(len(self._names)), strict=True))
+            self._start(timeout)
+        self._started_once = True
+
+    _started_once = False
+
+    def _start(self, timeout: float) -> None:
         p = self.ports
         self.process = subprocess.Popen(
             [
