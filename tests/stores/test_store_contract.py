@@ -77,12 +77,23 @@ def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(store_uri, s3_
     if store_uri == "memory://":
         pytest.skip("a memory store does not outlive its process")
     open_store(store_uri).write("checkpoint.pt", b"previous")
-    # A separate process starts writing a 200 MB checkpoint and is killed with SIGKILL mid-write.
+    # A separate process starts writing a 200 MB checkpoint and is killed with SIGKILL mid-write: on a
+    # folder just before the written file would be renamed into place, on S3 once 10 MB have gone out.
+    # Hooks, not a timer: a fast machine must not finish the write first.
     script = textwrap.dedent(f"""
-        import os, signal, threading
+        import os, signal, socket
         from controller.stores import open_store
         store = open_store({store_uri!r})
-        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.fsync = die
+        sent, send = [0], socket.socket.sendall
+        def sendall(sock, data, *args):
+            sent[0] += len(data)
+            if sent[0] > 10_000_000:
+                die()
+            return send(sock, data, *args)
+        socket.socket.sendall = sendall
         store.write("checkpoint.pt", b"x" * 200_000_000)
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=s3_server_env_or_none, capture_output=True)
