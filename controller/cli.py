@@ -239,18 +239,25 @@ def cmd_pipeline_run_local(args: argparse.Namespace) -> int:
     from pipelines.submit import parse_arguments
 
     arguments = parse_arguments(args.arg, PACKAGE)
+    # Not print() once kfp.local has run: it swaps builtins.print for one that indents, and its parallel
+    # steps can leave it swapped when they end; write to the terminal itself.
+    terminal = sys.stdout
+
+    def say(line: str) -> None:
+        terminal.write(line + "\n")
+        terminal.flush()
+
     if args.verbose:
         try:
             outputs = run_local(args.store, args.root, arguments)
         except PipelineFailed as e:
             print(f"nasrl: error: {e} (its output is above)", file=sys.stderr)
             return 1
-        print(f"step outputs: {outputs}")
+        say(f"step outputs: {outputs}")
     else:
         root = Path(args.root)
         root.mkdir(parents=True, exist_ok=True)
         log_path = root / f"run-local-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        terminal = sys.stdout
 
         def progress(step: Step) -> None:
             # Not print(): while a step runs, kfp.local's print indents into sys.stdout, which is its log.
@@ -273,9 +280,9 @@ def cmd_pipeline_run_local(args: argparse.Namespace) -> int:
                     print("\n".join(f"    {line}" for line in step.tail), file=sys.stderr)
                 print(f"whole log: {log_path}", file=sys.stderr)
                 return 1
-        print(f"step outputs: {outputs}")
+        say(f"step outputs: {outputs}")
     for line in summary(outputs):
-        print(line)
+        say(line)
     return 0
 
 
