@@ -39,7 +39,7 @@ from controller.journal import Journal, read_journal
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.policies import STRATEGY_CLASSES, BasePolicy, Feedback, UpdateStats
 from controller.protocol import outcome_from_result
-from controller.run_layout import RunFiles
+from controller.run_layout import RunFiles, result_key
 from controller.schedule import DepthSchedule
 from controller.spaces import BaseSpace, architecture_id
 
@@ -555,5 +555,5 @@ class _Replay:
         # The lost run sampled something else here (several workers finish in an order no replay can
         # know): its result is for another architecture and must not count for this one.
         log.warning("resume: %s differs from the lost run's; its old result is discarded", record.trial_id)
-        files.store.delete(f"trials/{record.trial_id}/result.json")  # type: ignore[union-attr]
+        files.store.delete(result_key(record.trial_id))  # type: ignore[union-attr]
         return False
