@@ -65,6 +65,9 @@ class BaseSpace(ABC):
     notation: str
     # What the reward measures, in words for a plot's axis (the trainer or table that fits the space decides it).
     reward_label: str
+    # What REINFORCE's `reward_transform: auto` means for this space: the paper cubes accuracies; a reward
+    # that is already tiny (the cells' c/ppl^2, ~1e-4) would vanish cubed, so such a space says "identity".
+    default_reward_transform: str = "cube"
 
     @abstractmethod
     def steps(self) -> list[Step]: ...
