@@ -10,17 +10,17 @@ from typing import Any, Literal
 
 import yaml
 
+from components.trainer.dataset_registry import DATASETS
 from components.trainer.lm import LMConfig
 from controller.errors import ConfigError
+from controller.evaluators import EVALUATORS
+from controller.executors import EXECUTORS
 from controller.executors.k8s_config import KubernetesConfig
 from controller.policies import STRATEGIES, EvolutionConfig, ReinforceConfig
 from controller.settings import from_mapping, merge, to_mapping
 from controller.spaces import SPACES, BaseSpace, make_space
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
-EVALUATORS = ("train", "table")
-EXECUTORS = ("local", "kubernetes")
-DATASETS = ("fashion-mnist", "digits", "cifar10", "ptb")
 # Settings of the child language model that the search sets per trial, not the user.
 LM_PER_TRIAL = ("seed", "num_threads")
 LR_SCHEDULES = ("cosine", "step", "constant", "onecycle")
@@ -123,9 +123,7 @@ class SearchConfig:
     def validate(self) -> SearchConfig:
         _choice("space", self.space, tuple(SPACES))
         _choice("strategy", self.strategy, STRATEGIES)
-        _choice("evaluator", self.evaluator, EVALUATORS)
-        if self.evaluator == "table" and self.space != "nb201":
-            raise ConfigError("evaluator", self.evaluator, "'table' only with space 'nb201'; use 'train'")
+        _choice("evaluator", self.evaluator, tuple(EVALUATORS))
         if not self.checkpoint_seconds >= 0:
             raise ConfigError("checkpoint_seconds", self.checkpoint_seconds, "a number of seconds >= 0")
         for name in ("trials", "replicas", "batch", "start_layers", "grow_every", "max_layers"):
@@ -135,25 +133,10 @@ class SearchConfig:
             raise ConfigError("grow_by", self.grow_by, "an integer >= 0")
         if self.max_layers < self.start_layers:
             raise ConfigError("max_layers", self.max_layers, f"an integer >= start_layers ({self.start_layers})")
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("executor", self.executor, EXECUTORS)
+        _choice("dataset", self.dataset, tuple(DATASETS))
+        _choice("executor", self.executor, tuple(EXECUTORS))
         self.kubernetes.validate()
-        where = self.run_dir or self.store
-        if (
-            self.executor == "kubernetes"
-            and self.evaluator == "train"
-            and ("://" not in where or where.startswith("file:"))
-        ):
-            field_name = "run_dir" if self.run_dir else "store"
-            raise ConfigError(
-                field_name,
-                where,
-                "an s3:// location with executor 'kubernetes': trial Jobs cannot "
-                "reach a local folder (e.g. --store s3://nasrl/runs)",
-            )
-        if (self.space == "rnn") != (self.dataset == "ptb") and self.evaluator == "train":
-            wanted = "ptb" if self.space == "rnn" else "an image dataset (fashion-mnist, digits, cifar10)"
-            raise ConfigError("dataset", self.dataset, f"{wanted} with space {self.space!r}")
+        EVALUATORS[self.evaluator]().check(self)
         for name in LM_PER_TRIAL:
             if getattr(self.lm, name) != getattr(LMConfig, name):
                 raise ConfigError(f"lm.{name}", getattr(self.lm, name), "unset: the search sets it for each trial")
@@ -190,32 +173,19 @@ class SearchConfig:
             raise ConfigError("evolution.population_size", self.evolution.population_size, "an integer >= 1")
         if self.evolution.tournament_size < 1:
             raise ConfigError("evolution.tournament_size", self.evolution.tournament_size, "an integer >= 1")
-        self.space_options()  # the space checks its own value sets
+        self.make_space()  # the space checks its own value sets
         return self
 
     def space_options(self, num_layers: int | None = None) -> dict[str, Any]:
-        if self.space == "rnn":
-            make_space("rnn", base=self.rnn_base)
-            return {"base": self.rnn_base}
-        if self.space != "conv":
-            return {}
-        options = {
-            "num_layers": num_layers or self.start_layers,
-            "filter_sizes": self.filter_sizes,
-            "num_filters": self.num_filters,
-            "strides": self.strides,
-            "predict_strides": self.predict_strides,
-        }
-        make_space("conv", **options)
-        return options
+        return SPACES[self.space].options_from(self, num_layers)
 
     def make_space(self, num_layers: int | None = None) -> BaseSpace:
-        """The configured space (for conv, at ``num_layers`` deep; default ``start_layers``)."""
+        """The configured space (one that grows with depth: ``num_layers`` deep; default ``start_layers``)."""
         return make_space(self.space, **self.space_options(num_layers))
 
     def space_of(self, architecture: dict[str, Any]) -> BaseSpace:
-        """The configured space an architecture of this run belongs to (conv: at its own depth)."""
-        return self.make_space(len(architecture["layers"]) if self.space == "conv" else None)
+        """The configured space an architecture of this run belongs to (one that grows: at its own depth)."""
+        return self.make_space(len(architecture["layers"]) if SPACES[self.space].grows_with_depth else None)
 
     def run_id(self) -> str:
         """CleanRL-style: space__strategy__seed__time."""

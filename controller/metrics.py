@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from controller.spaces import SPACES
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
@@ -344,7 +346,7 @@ class SearchMetrics:
             self._best = best.reward
             self.reward_best.labels(self.run_id).set(best.reward)
         self.policy_version.labels(self.run_id).set(search.policy.version)
-        if search.config.space == "conv":
+        if SPACES[search.config.space].grows_with_depth:
             self.layers.labels(self.run_id).set(search.schedule.layers_at(search.state.next_number))
 
 

@@ -6,16 +6,14 @@ import contextlib
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from controller.checkpoint import CHECKPOINT
 from controller.config import SearchConfig
 from controller.errors import NasrlError, SearchStopped
-from controller.executors import BaseExecutor, InlineExecutor, Outcome
-from controller.ledger import TrialRecord
-from controller.protocol import TrialResult
+from controller.evaluators import EVALUATORS
+from controller.executors import BaseExecutor
 from controller.run_layout import RunFiles, existing_run_store
 from controller.search import Search
 from controller.stores import open_store
@@ -61,56 +59,8 @@ def run_location(config: SearchConfig, run_id: str) -> str:
 
 
 def make_executor(config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
-    if config.evaluator == "table":
-        from controller.evaluators.table import evaluate_trial, load_table
-
-        load_table()  # fail now, with a clear message, if the table is missing
-
-        def evaluate(trial: TrialRecord) -> Outcome:
-            started = time.time()
-            outcome = evaluate_trial(trial)
-            if files is not None:  # the same protocol as a trainer: result.json, written once
-                result = TrialResult(
-                    trial.trial_id,
-                    "COMPLETE",  # a table lookup has no other ending: a missing cell raises
-                    reward=outcome.reward,
-                    metrics=outcome.metrics,
-                    architecture_id=trial.architecture_id,
-                    started_at=started,
-                    finished_at=time.time(),
-                )
-                files.publish_result(trial.trial_id, result)
-            return outcome
-
-        return InlineExecutor(evaluate)
-    if files is None:
-        raise NasrlError("evaluator 'train' needs a run directory: children read their trial files from it")
-    if config.executor == "kubernetes":
-        from controller.executors.kubernetes import KubernetesExecutor
-
-        # Jobs are labelled with the run's location (its last path part), the same on --resume and for
-        # the pipeline's clean-up step, which knows only the location.
-        return KubernetesExecutor(
-            files.store.uri, config.kubernetes, store=files.store, children_per_gpu=config.children_per_gpu
-        )
-    from controller.executors.local import LocalExecutor
-
-    return LocalExecutor(
-        files.store.uri,
-        workers=config.workers,
-        trial_timeout=config.trial_timeout,
-        gpus=local_gpus(config),
-        children_per_gpu=config.children_per_gpu,
-    )
-
-
-def local_gpus(config: SearchConfig) -> int:
-    """GPUs the local workers spread over: none when children are told to train on the CPU."""
-    if config.child.device == "cpu" or config.lm.device == "cpu":
-        return 0
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    """The executor the configured evaluator hands trials to."""
+    return EVALUATORS[config.evaluator]().executor(config, files)
 
 
 def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -134,9 +84,8 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
     try:
         search = Search(config, executor, files, run_id=run_id, listeners=listeners)
         # Store errors that were retried show up in the metrics (nasrl_errors_total).
-        store.on_error = lambda kind: search._emit("error", {"component": "store", "kind": kind})
-        if hasattr(executor, "on_error"):  # the Kubernetes executor reports API errors the same way
-            executor.on_error = lambda kind: search._emit("error", {"component": "kubernetes", "kind": kind})
+        store.on_error = lambda kind: search.report_error("store", kind)
+        executor.on_error = lambda kind: search.report_error(config.executor, kind)
         metrics = None
         if config.metrics_port is not None:
             from controller.metrics import SearchMetrics, serve_metrics

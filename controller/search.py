@@ -125,7 +125,7 @@ class Search:
     # -- spaces -----------------------------------------------------------------------------
     def space_for(self, number: int) -> BaseSpace:
         """The space trial ``number`` is sampled from (the conv space deepens on schedule)."""
-        return self.config.make_space(self.schedule.layers_at(number) if self.config.space == "conv" else None)
+        return self.config.make_space(self.schedule.layers_at(number))
 
     def space_of(self, architecture: dict[str, Any]) -> BaseSpace:
         return self.config.space_of(architecture)
@@ -456,6 +456,10 @@ class Search:
     def _emit(self, kind: str, payload: Any) -> None:
         for listener in self.listeners:
             listener(kind, self, payload)
+
+    def report_error(self, component: str, kind: str) -> None:
+        """An infrastructure error that was retried (the store, the executor's API): listeners count it."""
+        self._emit("error", {"component": component, "kind": kind})
 
     def summary(self) -> dict[str, Any]:
         """Run-wide figures only: per-trial detail lives in the journal (``nasrl show``, ``nasrl report``)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from components.trainer.dataset_registry import TASKS
 from controller.errors import NasrlError
 from controller.journal import read_run
 from controller.ledger import Ledger, TrialRecord, TrialState
 from controller.run_layout import RunFiles, existing_run_store
+from controller.spaces import SPACES
 
 
 def show_run(run_dir: str, top: int = 10) -> str:
@@ -48,14 +50,14 @@ def show_run(run_dir: str, top: int = 10) -> str:
     if rows:
         space_of = config.space_of
         # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
-        quality = "val ppl" if config.space == "rnn" else "reward"
-        header = f"{'rank':>4}  {'trial':<7} {quality:>8} {'params':>9} {'seen':>5}  "
+        task = TASKS.get(SPACES[config.space].task or "image", TASKS["image"])
+        header = f"{'rank':>4}  {'trial':<7} {task.column:>8} {'params':>9} {'seen':>5}  "
         lines += ["", header + "architecture", " " * len(header) + config.make_space().notation]
         for rank, r in enumerate(rows, 1):
             params = r.metrics.get("params")
             value = (
-                f"{r.metrics.get('val_perplexity', float('nan')):>8.1f}"
-                if config.space == "rnn"
+                f"{r.metrics.get(task.metric, float('nan')):>8.1f}"
+                if not task.higher_is_better
                 else f"{r.reward:>8.4f}"
             )
             lines.append(

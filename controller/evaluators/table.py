@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import time
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.errors import NasrlError
+from controller.errors import ConfigError, NasrlError
+from controller.evaluators.base import BaseEvaluator
 from controller.executors.base import Outcome
+from controller.executors.inline import InlineExecutor
 from controller.ledger import TrialRecord
-from controller.spaces.nb201 import OPS
+from controller.protocol import TrialResult
+from controller.spaces import SPACES
+from controller.spaces.nb201 import OPS, NB201Space
+
+if TYPE_CHECKING:
+    from controller.config import SearchConfig
+    from controller.executors.base import BaseExecutor
+    from controller.run_layout import RunFiles
 
 
 class _Record:
@@ -76,3 +86,36 @@ def evaluate_trial(trial: TrialRecord) -> Outcome:
     """Reward = accuracy as a fraction in [0, 1], the same scale as a trained child's reward."""
     accuracy = accuracy_of(trial.architecture)
     return Outcome(trial.trial_id, "COMPLETE", reward=accuracy / 100.0, metrics={"accuracy": accuracy})
+
+
+class TableEvaluator(BaseEvaluator):
+    """Looks each cell up in NAS-Bench-201's table: seconds for a whole search, for benchmarks."""
+
+    name = "table"
+
+    def check(self, config: SearchConfig) -> None:
+        if not issubclass(SPACES[config.space], NB201Space):  # the table holds NAS-Bench-201's cells only
+            raise ConfigError(
+                "evaluator", config.evaluator, f"'table' only with space {NB201Space.name!r}; use 'train'"
+            )
+
+    def executor(self, config: SearchConfig, files: RunFiles | None) -> BaseExecutor:
+        load_table()  # fail now, with a clear message, if the table is missing
+
+        def evaluate(trial: TrialRecord) -> Outcome:
+            started = time.time()
+            outcome = evaluate_trial(trial)
+            if files is not None:  # the same protocol as a trainer: result.json, written once
+                result = TrialResult(
+                    trial.trial_id,
+                    "COMPLETE",  # a table lookup has no other ending: a missing cell raises
+                    reward=outcome.reward,
+                    metrics=outcome.metrics,
+                    architecture_id=trial.architecture_id,
+                    started_at=started,
+                    finished_at=time.time(),
+                )
+                files.publish_result(trial.trial_id, result)
+            return outcome
+
+        return InlineExecutor(evaluate)

@@ -10,6 +10,7 @@ trial runs except the executor.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,8 +30,15 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def _ignore(kind: str) -> None:
+    return None
+
+
 class BaseExecutor(ABC):
     capacity: int
+    # The runner points this at the metrics: called with a short kind for each infrastructure error an
+    # executor retried (a throttled API call, a lost watch), so retries show in nasrl_errors_total.
+    on_error: Callable[[str], None] = staticmethod(_ignore)
 
     @abstractmethod
     def submit(self, trial: TrialRecord) -> None: ...

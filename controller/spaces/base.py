@@ -68,6 +68,11 @@ class BaseSpace(ABC):
     # What REINFORCE's `reward_transform: auto` means for this space: the paper cubes accuracies; a reward
     # that is already tiny (the cells' c/ppl^2, ~1e-4) would vanish cubed, so such a space says "identity".
     default_reward_transform: str = "cube"
+    # The task its children are trained for (a key of components.trainer.dataset_registry.TASKS): it picks the
+    # trainer and the datasets that fit. None: nasrl trains no such children (a table evaluates them).
+    task: str | None = "image"
+    # Whether the architecture's size follows the search's depth schedule (the paper's conv layers grow 6 -> 20).
+    grows_with_depth: bool = False
 
     @abstractmethod
     def steps(self) -> list[Step]: ...
@@ -90,6 +95,12 @@ class BaseSpace(ABC):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """The space's own settings, enough to rebuild it with :func:`controller.spaces.make_space`."""
+
+    @classmethod
+    def options_from(cls, settings: Any, num_layers: int | None = None) -> dict[str, Any]:
+        """The space's options taken from a search config's flat settings (``num_layers``: the depth now,
+        for a space that grows with depth). A space with settings of its own overrides this."""
+        return {}
 
     # -- shared helpers ---------------------------------------------------------------------
     def sample_uniform(self, rng: random.Random) -> Architecture:

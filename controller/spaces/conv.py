@@ -40,6 +40,17 @@ class ConvSpace(BaseSpace):
         "< input layers (when not just the layer before; <img: the image)"
     )
     reward_label = "validation accuracy"
+    grows_with_depth = True
+
+    @classmethod
+    def options_from(cls, settings: Any, num_layers: int | None = None) -> dict[str, Any]:
+        return {
+            "num_layers": num_layers or settings.start_layers,
+            "filter_sizes": settings.filter_sizes,
+            "num_filters": settings.num_filters,
+            "strides": settings.strides,
+            "predict_strides": settings.predict_strides,
+        }
 
     def __init__(
         self,

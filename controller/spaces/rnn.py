@@ -114,6 +114,11 @@ class RNNCellSpace(BaseSpace):
     # The paper's reward for language models (c = 80 unless lm.reward_c says otherwise).
     reward_label = "c / validation perplexity² (c = lm.reward_c)"
     default_reward_transform = "identity"  # c/ppl^2 is ~1e-4 already; cubed it would vanish
+    task = "language"
+
+    @classmethod
+    def options_from(cls, settings: Any, num_layers: int | None = None) -> dict[str, Any]:
+        return {"base": settings.rnn_base}
 
     def __init__(self, base: int = 8) -> None:
         self.base = check_base(base)
