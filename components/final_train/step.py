@@ -37,18 +37,25 @@ from typing import Any
 
 import torch
 
+from components.trainer.dataset_registry import TASKS, check_pairing
 from components.trainer.datasets import DatasetSplits
 from components.trainer.errors import InvalidConfig
 from components.trainer.lm import Corpus, LMConfig, train_lm
 from components.trainer.train import TrainConfig, train_child
 from controller.errors import ConfigError
+from controller.spaces import SPACES
 
 CHECKPOINT_FORMAT = "nasrl.final-train/2"
 # Format 1 had no "kind": every such checkpoint holds an image classifier.
 OLD_FORMATS = {"nasrl.final-train/1": "conv"}
-KINDS = ("conv", "rnn")  # the spaces the final training builds: image classifiers and language models
-QUALITY = {"conv": "val_accuracy", "rnn": "val_perplexity"}  # what selection reads, per kind
-LM_DATASET = "ptb"
+# The spaces the final training builds: those with a trainer (image classifiers and language models).
+KINDS = tuple(name for name, space in SPACES.items() if space.task is not None)
+QUALITY = {kind: TASKS[SPACES[kind].task].metric for kind in KINDS}  # what selection reads, per kind
+
+
+def is_language_model(kind: str) -> bool:
+    """Whether candidates of space ``kind`` train as language models (else as image classifiers)."""
+    return SPACES[kind].task == "language"
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,12 @@ class FinalGrid:
     lm_weight_decays: Sequence[float] = ()  # the rnn space's weight decays
 
     def axes(self, space: str = "conv") -> tuple[str, ...]:
-        if space == "rnn":
+        if is_language_model(space):
             return ("lm_learning_rates", "lm_weight_decays", "lr_decay_epochs")
         return ("learning_rates", "weight_decays", "bn_eps", "lr_decay_epochs")
 
     def points(self, space: str = "conv") -> list[dict[str, Any]]:
-        if space == "rnn":
+        if is_language_model(space):
             combos = itertools.product(self.lm_learning_rates, self.lm_weight_decays, self.lr_decay_epochs)
             return [
                 {"learning_rate": float(lr), "weight_decay": float(wd), "lr_decay_epoch": int(d)}
@@ -95,7 +102,7 @@ class FinalGrid:
             if isinstance(decay, float) and not decay.is_integer():
                 raise InvalidConfig(f"final lr_decay_epochs: {decay!r} is not allowed (allowed: whole epochs)")
         for point in self.points(space):
-            if space == "rnn":
+            if is_language_model(space):
                 lm_config(point, self.epochs, lm or {})
             else:
                 train_config(point, self.epochs)
@@ -114,7 +121,6 @@ def train_config(point: Mapping[str, Any], epochs: int, seed: int = 0, device: s
         lr_schedule="constant",
         # Select on the last epoch's accuracy: it belongs to the weights we export, not a better earlier epoch.
         reward_window=1,
-        reward_transform="identity",
         seed=int(seed),
         device=device,
     )
@@ -153,7 +159,7 @@ def plan_candidates(
     """Every top architecture at every grid point, in (rank, grid) order; ``index`` breaks ties later.
     ``lm``: the search's language-model settings, which rnn candidates carry."""
     points = grid.validate(space, lm).points(space)
-    extra = {"lm": json.dumps(dict(lm or {}), sort_keys=True)} if space == "rnn" else {}
+    extra = {"lm": json.dumps(dict(lm or {}), sort_keys=True)} if is_language_model(space) else {}
     out: list[dict[str, Any]] = []
     for entry in top:
         for point in points:
@@ -188,7 +194,7 @@ def normalise_candidate(candidate: Mapping[str, Any]) -> dict[str, Any]:
     """The candidate with its types restored (KFP hands every number back as a float)."""
     required = {"index", "name", "rank", "trial_id", "architecture", "learning_rate", "weight_decay"}
     kind = candidate_kind(candidate) if "architecture" in candidate else "conv"
-    missing = sorted((required | ({"lm"} if kind == "rnn" else {"bn_eps"})) - set(candidate))
+    missing = sorted((required | ({"lm"} if is_language_model(kind) else {"bn_eps"})) - set(candidate))
     if missing:
         raise InvalidConfig(f"candidate: missing keys {missing} (a candidate comes from plan_candidates)")
     out = dict(candidate) | {
@@ -200,7 +206,7 @@ def normalise_candidate(candidate: Mapping[str, Any]) -> dict[str, Any]:
         "weight_decay": float(candidate["weight_decay"]),
         "lr_decay_epoch": int(candidate.get("lr_decay_epoch") or 0),
     }
-    if kind == "rnn":
+    if is_language_model(kind):
         return out | {"lm": _json(candidate["lm"])}
     return out | {"bn_eps": float(candidate["bn_eps"])}
 
@@ -233,7 +239,7 @@ def train_candidate(
     candidate = normalise_candidate(candidate)
     config = train_config(candidate, epochs, seed=seed, device=device)
     outcome = train_child(candidate["architecture"], data, config, keep_model=True)
-    return _checkpoint(candidate, "conv", epochs, outcome) | {
+    return _checkpoint(candidate, candidate_kind(candidate), epochs, outcome) | {
         "val_accuracy": outcome.val_accuracy,
         "dataset": {
             "name": data.name,
@@ -247,7 +253,12 @@ def train_candidate(
 
 
 def train_lm_candidate(
-    candidate: Mapping[str, Any], corpus: Corpus, epochs: int, seed: int = 0, device: str = "auto"
+    candidate: Mapping[str, Any],
+    corpus: Corpus,
+    epochs: int,
+    seed: int = 0,
+    device: str = "auto",
+    dataset: str = "ptb",
 ) -> dict[str, Any]:
     """Train one rnn candidate as a language model on ``corpus``; the checkpoint adds the LM config it
     trained with (all of it: what rebuilds the model) and the vocabulary size. Failures as
@@ -255,11 +266,11 @@ def train_lm_candidate(
     candidate = normalise_candidate(candidate)
     config = lm_config(candidate, epochs, candidate["lm"], seed=seed, device=device)
     outcome = train_lm(candidate["architecture"], corpus, config, keep_model=True)
-    return _checkpoint(candidate, "rnn", epochs, outcome) | {
+    return _checkpoint(candidate, candidate_kind(candidate), epochs, outcome) | {
         "val_perplexity": outcome.val_perplexity,
         "reward": outcome.reward,
         "lm": dataclasses.asdict(config),
-        "dataset": {"name": LM_DATASET, "vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train)},
+        "dataset": {"name": dataset, "vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train)},
     }
 
 
@@ -284,9 +295,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_dataset(kind: str, dataset: str) -> None:
     """A named error for a dataset the candidates cannot train on (the search refuses the same pairs)."""
-    if (kind == "rnn") != (dataset == LM_DATASET):
-        wanted = LM_DATASET if kind == "rnn" else "an image dataset (fashion-mnist, digits, cifar10)"
-        raise ConfigError("dataset", dataset, f"{wanted} for {kind}-space candidates")
+    check_pairing(SPACES[kind].task, dataset, f"{kind}-space candidates")
 
 
 def run_final_train(
@@ -305,11 +314,11 @@ def run_final_train(
     kind = candidate_kind(candidate)
     check_dataset(kind, dataset)
     # The whole training split: the search may have used a subset, the final model should not.
-    if kind == "rnn":
+    if is_language_model(kind):
         from components.trainer.lm import load_ptb
 
         corpus = load_ptb(data_dir=resolve_data_dir(data_dir or None))
-        checkpoint = train_lm_candidate(candidate, corpus, epochs, seed=seed, device=device)
+        checkpoint = train_lm_candidate(candidate, corpus, epochs, seed=seed, device=device, dataset=dataset)
     else:
         from components.trainer.datasets import load_dataset
 

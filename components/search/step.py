@@ -17,16 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from components.final_train.step import KINDS, FinalGrid, plan_candidates
+from components.final_train.step import KINDS, FinalGrid, is_language_model, plan_candidates
+from components.trainer.dataset_registry import TASKS
 from controller.errors import ConfigError, NasrlError
+from controller.executors import EXECUTORS
 from controller.settings import merge
+from controller.spaces import SPACES
 
 if TYPE_CHECKING:
     from controller.config import SearchConfig
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("kubernetes", "local")
 RUN_PREFIX = "kfp-"
 
 
@@ -89,7 +91,7 @@ def search_settings(
     env = {} if env is None else env
     overrides = parse_overrides(search_config)
     # A language model's epochs are lm.epochs; the space may come from search_config too.
-    trainer = "lm" if overrides.get("space", space) == "rnn" else "child"
+    trainer = "lm" if is_language_model(overrides.get("space", space)) else "child"
     settings: dict[str, Any] = {
         "space": space,
         "strategy": strategy,
@@ -203,8 +205,9 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
             "architecture": record.architecture,
             "summary": config.space_of(record.architecture).summary(record.architecture),
         }
-        if config.space == "rnn":
-            entry["val_perplexity"] = record.metrics.get("val_perplexity")
+        task = TASKS.get(SPACES[config.space].task or "")
+        if task is not None and not task.higher_is_better:  # the reward hides the quality: show it too
+            entry[task.metric] = record.metrics.get(task.metric)
         top.append(entry)
     lm = lm_settings(config)
     metrics = {
@@ -229,7 +232,7 @@ def lm_settings(config: SearchConfig) -> dict[str, Any] | None:
     dropout ...) and partly overrides (epochs, learning rate ...); None for other spaces."""
     from controller.config import LM_PER_TRIAL
 
-    if config.space != "rnn":
+    if not is_language_model(config.space):
         return None
     return {k: v for k, v in dataclasses.asdict(config.lm).items() if k not in LM_PER_TRIAL}
 
@@ -251,7 +254,7 @@ def top_k_rows(
 ) -> TopTable:
     """For the rnn space with each cell's validation perplexity, since its reward c / perplexity² is hard
     to read on its own."""
-    rnn = summary.get("space") == "rnn"
+    rnn = is_language_model(summary.get("space", "conv"))
     reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
     columns = [("rank", True), ("trial", False), ("reward", True)]
     columns += [("val perplexity", True)] if rnn else []

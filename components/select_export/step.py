@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.final_train.step import QUALITY, check_dataset, load_checkpoint
+from components.final_train.step import QUALITY, check_dataset, is_language_model, load_checkpoint
+from components.trainer.dataset_registry import TASKS
 from controller.errors import NasrlError
+from controller.spaces import SPACES
 
 EXPORT_DIR = "export"
 MODEL_KEY = f"{EXPORT_DIR}/model.pt"
@@ -70,7 +72,8 @@ def score(result: Mapping[str, Any]) -> float | None:
     """Higher is better: the validation accuracy, or minus the validation perplexity; None if it failed."""
     kind = kind_of(result)
     value = result.get(QUALITY[kind])
-    return None if value is None else (-value if kind == "rnn" else value)
+    higher_is_better = TASKS[SPACES[kind].task].higher_is_better  # type: ignore[index]
+    return None if value is None else (value if higher_is_better else -value)
 
 
 def choose(checkpoints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -86,7 +89,7 @@ def choose(checkpoints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 def rebuild(checkpoint: Mapping[str, Any]) -> nn.Module:
     """The trained child (or language model) of a checkpoint, in eval mode, on the CPU."""
-    if kind_of(checkpoint) == "rnn":
+    if is_language_model(kind_of(checkpoint)):
         from components.select_export.language_model import rebuild_lm
 
         return rebuild_lm(checkpoint)
@@ -172,7 +175,7 @@ def select_and_export(checkpoint_paths: Sequence[str | Path], *, run_dir: str, d
     best = choose(checkpoints)
     kind = kind_of(best)
     check_dataset(kind, dataset)
-    if kind == "rnn":
+    if is_language_model(kind):
         from components.select_export.language_model import export_language_model
 
         scripted, test, description = export_language_model(best, data_dir)
@@ -221,7 +224,7 @@ def report(
 ) -> str:
     """The Markdown the KFP UI renders for the step: every grid point, best first, and the verdict."""
     c = chosen["candidate"]
-    rnn = kind_of(chosen) == "rnn"
+    rnn = is_language_model(kind_of(chosen))
     measure, number = ("perplexity", "{:.2f}") if rnn else ("accuracy", "{:.4f}")
     lines = [
         "### Final training",
