@@ -35,9 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from components.trainer.batches import random_crop, random_flip
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.model import build_model
-from components.trainer.train import TrainConfig, random_crop, random_flip, resolve_device, train_child
+from components.trainer.outcome import resolve_device
+from components.trainer.train import TrainConfig, train_child
 from controller.config import RECIPES
 from controller.spaces import make_space
 
@@ -168,7 +170,7 @@ def children_per_hour(args: argparse.Namespace, arch: dict, at_once: int) -> flo
 
 def proxy_config(args: argparse.Namespace) -> TrainConfig:
     settings = dict(RECIPES["proxy"]) | {"epochs": args.proxy_epochs or RECIPES["proxy"]["epochs"]}
-    return TrainConfig(**settings, reward_transform="identity", device=args.device, fast="on")
+    return TrainConfig(**settings, device=args.device, fast="on")
 
 
 def main() -> None:
@@ -201,9 +203,7 @@ def main() -> None:
     print(f"architecture: {args.layers} layers, {params:,} parameters (seed 0, uniform over the paper's values)")
 
     # 1. one child, fast path vs plain loop, same architecture, data, batch size and epochs.
-    fast = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, device=args.device, fast="on", reward_transform="identity"
-    )
+    fast = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, fast="on")
     fast_child(arch, data, TrainConfig(**{**fast.__dict__, "epochs": 1}))  # warm-up
     plain_loop(arch, data, 1, args.batch_size, device, args.loader_workers) if device.type == "cuda" else None
     fast_s = fast_child(arch, data, fast)

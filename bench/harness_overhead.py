@@ -114,7 +114,7 @@ def main() -> None:
     t0 = time.perf_counter()
     data = load_dataset(args.dataset, train_subset=args.train_subset, seed=0)
     for i in range(args.n):
-        result = train_child(ARCH, data, TrainConfig(**child, seed=i, reward_transform="identity"))
+        result = train_child(ARCH, data, TrainConfig(**child, seed=i))
         assert result.status == "COMPLETE"
     bare_seconds = time.perf_counter() - t0
 

@@ -83,7 +83,7 @@ def main() -> None:
         settings = dict(RECIPES[name]) | {"epochs": epochs or RECIPES[name]["epochs"]}
         if args.batch_size:
             settings["batch_size"] = args.batch_size
-        recipes[name] = TrainConfig(**settings, reward_transform="identity", seed=args.seed, device=args.device)
+        recipes[name] = TrainConfig(**settings, seed=args.seed, device=args.device)
     print(f"{data!r}; {args.archs} architectures of {args.layers[0]}-{args.layers[1]} layers; device {args.device}")
     for name, config in recipes.items():
         print(

@@ -140,9 +140,6 @@ class SearchConfig:
         for name in LM_PER_TRIAL:
             if getattr(self.lm, name) != getattr(LMConfig, name):
                 raise ConfigError(f"lm.{name}", getattr(self.lm, name), "unset: the search sets it for each trial")
-        if self.reinforce.reward_transform == "auto":
-            # Accuracies are cubed as in the paper; the RNN reward c/ppl^2 is ~1e-4 already, cubed it vanishes.
-            self.reinforce.reward_transform = "identity" if self.space == "rnn" else "cube"
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", self.metrics_port, "0..65535, or null for no metrics server")
         _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)

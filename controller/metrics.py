@@ -316,7 +316,9 @@ class SearchMetrics:
         if not math.isfinite(baseline):  # NaN: random and evolution have no baseline
             return
         self.baseline.labels(self.run_id).set(baseline)
-        transform = search.config.reinforce.reward_transform
+        from controller.policies.reinforce import resolve_reward_transform
+
+        transform = resolve_reward_transform(search.config.reinforce.reward_transform, SPACES[search.config.space])
         self.baseline_reward.labels(self.run_id).set(baseline_as_reward(baseline, transform))
 
     def _on_checkpoint(self, search: Search, when: float) -> None:

@@ -31,7 +31,9 @@ def show_run(run_dir: str, top: int = 10) -> str:
         + ("" if summary["finished"] else "   (not finished: nasrl search --resume RUN)"),
     ]
     if summary.get("baseline") is not None:
-        transform = config.reinforce.reward_transform
+        from controller.policies.reinforce import resolve_reward_transform
+
+        transform = resolve_reward_transform(config.reinforce.reward_transform, config.make_space())
         lines.append(
             f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}"
             + (" (of cubed rewards)" if transform == "cube" else "")

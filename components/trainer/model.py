@@ -1,11 +1,9 @@
-"""Build the child network of a conv-space architecture with the paper's wiring rules (Zoph & Le, 3.3).
+"""Build the child network of a conv-space architecture (Zoph & Le, 3.3).
 
-- Every layer is Conv2d -> BatchNorm2d -> ReLU with "same" padding (kernel // 2 on each axis).
-- A layer with several inputs concatenates them along depth, not a residual sum; inputs of different
-  spatial size are zero-padded at the bottom and right to the largest height and width among them.
-- A layer with no input takes the image.
-- The classifier reads the depth-concatenation of every layer output that no later layer uses
-  (the last layer is always one), zero-padded the same way, after global average pooling.
+Every layer is Conv2d -> BatchNorm2d -> ReLU with "same" padding (kernel // 2 on each axis). The wiring,
+which layers feed which and what the classifier reads, follows controller/spaces/conv_wiring.py; this
+module pads and concatenates the tensors as those rules say, and the classifier reads its inputs after
+global average pooling.
 """
 
 from __future__ import annotations
@@ -18,15 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.trainer.errors import InvalidArchitecture
-
-LAYER_FIELDS: tuple[str, ...] = (
-    "filter_height",
-    "filter_width",
-    "stride_height",
-    "stride_width",
-    "num_filters",
-    "inputs",
+from controller.spaces.conv import LAYER_FIELDS
+from controller.spaces.conv_wiring import (
+    IMAGE,
+    classifier_channels,
+    classifier_inputs,
+    input_channels,
+    inputs_problem,
+    layer_sources,
 )
+
 SPACE = "conv"
 
 
@@ -72,14 +71,9 @@ def _validate_layer(i: int, layer: Any) -> dict[str, Any]:
     inputs = layer["inputs"]
     if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes):
         raise InvalidArchitecture(f"{where}.inputs: {inputs!r} is not a list (allowed: list of indices)")
-    allowed = f"0..{i - 1}" if i > 0 else "none, layer 0 takes the image"
-    for j in inputs:
-        if not _is_int(j) or not 0 <= j < i:
-            raise InvalidArchitecture(f"{where}.inputs: {j!r} is not an earlier layer (allowed: {allowed})")
-    if list(inputs) != sorted(set(inputs)):
-        raise InvalidArchitecture(
-            f"{where}.inputs: {list(inputs)} is not sorted without repeats (allowed: {sorted(set(inputs))})"
-        )
+    problem = inputs_problem(i, inputs)
+    if problem is not None:
+        raise InvalidArchitecture(problem)
     return {key: (list(layer[key]) if key == "inputs" else int(layer[key])) for key in LAYER_FIELDS}
 
 
@@ -128,22 +122,17 @@ class ChildNet(nn.Module):
     def __init__(self, layers: Sequence[Mapping[str, Any]], in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.layer_inputs: list[list[int]] = [list(layer["inputs"]) for layer in layers]
-        modules = []
-        for layer in layers:
-            inputs = layer["inputs"]
-            channels = sum(layers[j]["num_filters"] for j in inputs) if inputs else in_channels
-            modules.append(ConvBNReLU(channels, layer))
-        self.layers = nn.ModuleList(modules)
-        used = {j for inputs in self.layer_inputs for j in inputs}
-        self.output_layers: list[int] = [i for i in range(len(layers)) if i not in used]
-        features = sum(layers[i]["num_filters"] for i in self.output_layers)
-        self.classifier = nn.Linear(features, num_classes)
+        self.layers = nn.ModuleList(
+            ConvBNReLU(input_channels(layers, i, in_channels), layer) for i, layer in enumerate(layers)
+        )
+        self.output_layers: list[int] = classifier_inputs(layers)
+        self.classifier = nn.Linear(classifier_channels(layers), num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         outputs: list[torch.Tensor] = []
         for layer, inputs in zip(self.layers, self.layer_inputs, strict=True):
-            x = concat_padded([outputs[j] for j in inputs]) if inputs else images
-            outputs.append(layer(x))
+            sources = [images if j == IMAGE else outputs[j] for j in layer_sources(inputs)]
+            outputs.append(layer(concat_padded(sources)))
         features = concat_padded([outputs[i] for i in self.output_layers])
         return self.classifier(features.mean(dim=(2, 3)))
 
@@ -161,16 +150,21 @@ def architecture_parameters(architecture: Mapping[str, Any], in_channels: int, n
     """
     layers = validate_architecture(architecture)
     total = 0
-    for layer in layers:
-        inputs = layer["inputs"]
-        channels = sum(layers[j]["num_filters"] for j in inputs) if inputs else in_channels
+    for i, layer in enumerate(layers):
         filters = layer["num_filters"]
-        total += channels * filters * layer["filter_height"] * layer["filter_width"] + 2 * filters
-    used = {j for layer in layers for j in layer["inputs"]}
-    features = sum(layer["num_filters"] for i, layer in enumerate(layers) if i not in used)
-    return total + features * num_classes + num_classes
+        kernel = layer["filter_height"] * layer["filter_width"]
+        # The convolution has no bias; batch norm adds a scale and a shift per filter.
+        total += input_channels(layers, i, in_channels) * filters * kernel + 2 * filters
+    return total + classifier_channels(layers) * num_classes + num_classes
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (batch-norm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_bn_eps(model: nn.Module, eps: float) -> None:
+    """Set the epsilon of every batch-norm layer; :func:`build_model` keeps PyTorch's default."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = eps

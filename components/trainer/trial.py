@@ -157,8 +157,9 @@ def _train(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
     """The result's fields for one trained child (or the failure that stopped it)."""
     if spec.dataset.name == "ptb":
         return _train_lm(spec, num_threads)
-    # The ledger keeps the raw validation accuracy; the policy applies its own reward transform.
-    settings = spec.train | {"reward_transform": "identity"}
+    # A spec from an older version may carry TrainConfig's former `reward_transform`: the policy transforms
+    # rewards now and the trainer reports the raw accuracy, so the key is dropped rather than refused.
+    settings = {k: v for k, v in spec.train.items() if k != "reward_transform"}
     try:
         config = TrainConfig(**settings, seed=spec.seed, num_threads=num_threads)
     except (TypeError, ValueError) as e:  # a setting TrainConfig refuses: the file is wrong, not the trainer

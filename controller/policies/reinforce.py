@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import torch
 
@@ -25,7 +25,9 @@ from controller.spaces import Anchor, BaseSpace, Choice
 
 log = logging.getLogger(__name__)
 
-REWARD_TRANSFORMS = ("identity", "cube")
+# What the policy learns from, per reward: itself, or its cube (paper: accuracy cubed, section 4.1).
+RewardTransform = Literal["identity", "cube"]
+REWARD_TRANSFORMS: tuple[str, ...] = get_args(RewardTransform)
 
 
 @dataclass
@@ -35,7 +37,8 @@ class ReinforceConfig:
     learning_rate: float = 0.01  # Adam step size (paper: 6e-4, for 12,800 samples; tuned for 100s)
     baseline_decay: float = 0.95  # b <- decay * b + (1 - decay) * R
     entropy_weight: float = 0.01  # bonus on the policy's entropy, keeps it exploring (ENAS: 1e-4..1e-3)
-    reward_transform: str = "auto"  # "identity", "cube" (paper: accuracy cubed), "auto": cube, identity for rnn
+    # "identity", "cube" (paper: accuracy cubed), or "auto": what the space says (cube; identity for rnn)
+    reward_transform: Literal["identity", "cube", "auto"] = "auto"
     temperature: float = 2.0  # logits are divided by this before the softmax (ENAS: 5)
     tanh_constant: float | None = 2.5  # if set, logits = c * tanh(logits) (ENAS: 2.5)
     init_range: float = 0.08  # weights start U[-r, r] (paper: 0.08)
@@ -59,12 +62,28 @@ class ReinforceConfig:
             raise ConfigError("reinforce.entropy_weight", self.entropy_weight, "a number >= 0")
 
 
-def transform_reward(reward: float, transform: str) -> float:
-    if transform in ("cube", "auto"):  # "auto" outside a search config: accuracies, so cube
-        return reward**3
-    if transform == "identity":
-        return reward
-    raise ConfigError("reinforce.reward_transform", transform, " | ".join(REWARD_TRANSFORMS))
+def resolve_reward_transform(setting: str, space: BaseSpace | type[BaseSpace]) -> RewardTransform:
+    """The transform a ``reward_transform`` setting means for ``space`` (an instance or its class):
+    ``"auto"`` is the space's ``default_reward_transform``. Whatever reads the policy's rewards or its
+    baseline (the report, ``nasrl show``, the metrics) asks this, so they all agree with the policy."""
+    transform = space.default_reward_transform if setting == "auto" else setting
+    if transform not in REWARD_TRANSFORMS:
+        raise ConfigError("reinforce.reward_transform", setting, " | ".join((*REWARD_TRANSFORMS, "auto")))
+    return cast(RewardTransform, transform)
+
+
+def transform_reward(reward: float, transform: RewardTransform) -> float:
+    """The reward REINFORCE learns from: the trainer's raw reward, or its cube."""
+    return reward**3 if transform == "cube" else reward
+
+
+def baseline_as_reward(baseline: float, transform: RewardTransform) -> float:
+    """The raw reward whose transformed value is the baseline: trials above it got a positive advantage.
+
+    The baseline averages transformed rewards (accuracy cubed by default); drawn raw it would sit far
+    below the rewards it is compared with.
+    """
+    return float(math.copysign(abs(baseline) ** (1 / 3), baseline)) if transform == "cube" else baseline
 
 
 class ReinforcePolicy(BasePolicy):
@@ -73,6 +92,7 @@ class ReinforcePolicy(BasePolicy):
     def __init__(self, space: BaseSpace, config: ReinforceConfig | None = None, seed: int = 0) -> None:
         self.config = config or ReinforceConfig()
         self.config.validate()
+        self.reward_transform = resolve_reward_transform(self.config.reward_transform, space)
         torch.manual_seed(seed)  # weight init
         # ``space`` is the largest space the policy will see (the conv schedule's max depth).
         steps = space.steps()
@@ -109,7 +129,7 @@ class ReinforcePolicy(BasePolicy):
     def tell(self, batch: Sequence[Feedback], space: BaseSpace) -> UpdateStats:
         """One REINFORCE step from a replica's batch of m rewards."""
         ok = [f for f in batch if f.reward is not None]
-        rewards = [transform_reward(float(f.reward), self.config.reward_transform) for f in ok]  # type: ignore[arg-type]
+        rewards = [transform_reward(float(f.reward), self.reward_transform) for f in ok]  # type: ignore[arg-type]
         stats = UpdateStats(self.version, [float(f.reward) for f in ok])  # type: ignore[arg-type]
         stats.staleness = [self.version - f.policy_version for f in ok]
         if not ok:

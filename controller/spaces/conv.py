@@ -12,10 +12,20 @@ from typing import Any
 
 from controller.errors import SpaceError
 from controller.spaces.base import Action, Anchor, Architecture, BaseSpace, Choice, Step
+from controller.spaces.conv_wiring import anchor_bits, inputs_from_anchor, inputs_problem
 
 FILTER_SIZES = (1, 3, 5, 7)
 STRIDES = (1, 2, 3)
 NUM_FILTERS = (24, 36, 48, 64)
+# The keys of every layer of a conv architecture; `inputs` lists the earlier layers it reads (conv_wiring.py).
+LAYER_FIELDS: tuple[str, ...] = (
+    "filter_height",
+    "filter_width",
+    "stride_height",
+    "stride_width",
+    "num_filters",
+    "inputs",
+)
 
 
 def _check_values(field: str, values: Sequence[Any], odd: bool = False) -> tuple[int, ...]:
@@ -114,7 +124,7 @@ class ConvSpace(BaseSpace):
                 layer[kind] = values[int(a)]  # type: ignore[arg-type]
             bits = chunk[-1]
             assert isinstance(bits, tuple) and len(bits) == i
-            layer["inputs"] = [j for j, b in enumerate(bits) if b]
+            layer["inputs"] = inputs_from_anchor(bits)
             layers.append(layer)
         return {"space": self.name, "layers": layers}
 
@@ -126,7 +136,7 @@ class ConvSpace(BaseSpace):
         if not isinstance(layers, list) or len(layers) != self.num_layers:
             n = len(layers) if isinstance(layers, list) else layers
             raise SpaceError(f"layers: {n!r} layers is not allowed (allowed: {self.num_layers})")
-        expected = {"filter_height", "filter_width", "stride_height", "stride_width", "num_filters", "inputs"}
+        expected = set(LAYER_FIELDS)
         tokens = self._tokens
         for i, layer in enumerate(layers):
             if not isinstance(layer, dict):
@@ -145,12 +155,9 @@ class ConvSpace(BaseSpace):
             inputs = layer["inputs"]
             if not isinstance(inputs, list):
                 raise SpaceError(f"layers[{i}].inputs: {inputs!r} is not allowed (allowed: a list)")
-            for j in inputs:
-                if type(j) is not int or not 0 <= j < i:
-                    allowed = f"0..{i - 1}" if i else "none: layer 0 takes the image"
-                    raise SpaceError(f"layers[{i}].inputs: {j!r} is not an earlier layer (allowed: {allowed})")
-            if inputs != sorted(set(inputs)):
-                raise SpaceError(f"layers[{i}].inputs: {inputs!r} is not allowed (allowed: sorted, distinct)")
+            problem = inputs_problem(i, inputs)
+            if problem is not None:
+                raise SpaceError(problem)
 
     def actions(self, architecture: Architecture, validate: bool = True) -> list[Action]:
         if validate:
@@ -158,10 +165,7 @@ class ConvSpace(BaseSpace):
         out: list[Action] = []
         for i, layer in enumerate(architecture["layers"]):
             out += [index[layer[kind]] for kind, index in self._index]
-            bits = [0] * i
-            for j in layer["inputs"]:
-                bits[j] = 1
-            out.append(tuple(bits))
+            out.append(anchor_bits(i, layer["inputs"]))
         return out
 
     def summary(self, architecture: Architecture) -> str:

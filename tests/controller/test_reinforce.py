@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from controller import checkpoint
+from controller.config import build_config
+from controller.errors import ConfigError
 from controller.policies import Feedback, ReinforceConfig, ReinforcePolicy
-from controller.policies.reinforce import transform_reward
-from controller.spaces import ConvSpace, NB201Space
+from controller.policies.reinforce import baseline_as_reward, resolve_reward_transform, transform_reward
+from controller.spaces import ConvSpace, NB201Space, RNNCellSpace
 
 
 @pytest.mark.parametrize("space", [ConvSpace(8, predict_strides=True), NB201Space()])
@@ -97,6 +99,31 @@ def test_reward_transforms():
     batch = policy.ask(1, space)
     policy.tell([Feedback(batch[0].architecture, 0, 0.5)], space)
     assert policy.baseline == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize(
+    ("space", "transform"), [(ConvSpace(2), "cube"), (NB201Space(), "cube"), (RNNCellSpace(), "identity")]
+)
+def test_auto_is_what_the_space_says_and_the_policy_learns_from_that(space, transform):
+    # The paper cubes accuracies; an rnn reward, c/ppl^2 ~ 1e-4, would vanish cubed.
+    assert resolve_reward_transform("auto", space) == resolve_reward_transform("auto", type(space)) == transform
+    assert resolve_reward_transform("identity", space) == "identity"
+    policy = ReinforcePolicy(space, ReinforceConfig(baseline_decay=0.5), seed=0)
+    batch = policy.ask(1, space)
+    policy.tell([Feedback(batch[0].architecture, 0, 0.5)], space)
+    assert policy.baseline == pytest.approx(0.125 if transform == "cube" else 0.5)
+
+
+def test_a_search_config_keeps_auto_and_refuses_an_unknown_transform():
+    assert build_config({"space": "rnn", "dataset": "ptb"}).reinforce.reward_transform == "auto"
+    with pytest.raises(ConfigError, match=r"reinforce\.reward_transform"):
+        resolve_reward_transform("square", NB201Space())
+
+
+def test_baseline_on_the_reward_scale_undoes_the_transform():
+    assert baseline_as_reward(0.729, "cube") == pytest.approx(0.9)
+    assert baseline_as_reward(-0.008, "cube") == pytest.approx(-0.2)
+    assert baseline_as_reward(0.729, "identity") == 0.729
 
 
 def test_failed_children_are_not_learnt_from():

@@ -20,10 +20,8 @@ from controller.report import (
     BASELINE_LABEL,
     RunData,
     architecture_figure,
-    baseline_as_reward,
     best_so_far,
     best_so_far_figure,
-    classifier_inputs,
     comparison_warning,
     conv_layer_label,
     distinct_labels,
@@ -189,12 +187,6 @@ def test_update_positions_count_finished_trials_and_never_go_back():
     assert update_positions([{"trials": ["t3"]}, {"trials": ["t0"]}], finish_order) == [4, 4]
 
 
-def test_baseline_is_drawn_in_reward_units():
-    assert baseline_as_reward(0.729, "cube") == pytest.approx(0.9)
-    assert baseline_as_reward(-0.008, "cube") == pytest.approx(-0.2)
-    assert baseline_as_reward(0.729, "identity") == 0.729
-
-
 def layer(inputs, fh=3, fw=3, filters=36, sh=1, sw=1):
     return {
         "filter_height": fh,
@@ -204,13 +196,6 @@ def layer(inputs, fh=3, fw=3, filters=36, sh=1, sw=1):
         "num_filters": filters,
         "inputs": inputs,
     }
-
-
-def test_classifier_reads_the_layers_nobody_else_reads():
-    # L2 takes the image (no inputs), so L0 and L1 are read by L3 and L1 only.
-    layers = [layer([]), layer([0]), layer([]), layer([0, 1])]
-    assert classifier_inputs(layers) == [2, 3]
-    assert classifier_inputs([layer([])]) == [0]
 
 
 def test_conv_layer_label_writes_the_layer_as_show_does():

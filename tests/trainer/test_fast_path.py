@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import torch
 
+from components.trainer.batches import Feed
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import InvalidConfig
-from components.trainer.train import ONECYCLE_START, TrainConfig, _Feed, _lr_factor, train_child
+from components.trainer.schedules import ONECYCLE_START, schedule_factor
+from components.trainer.train import TrainConfig, train_child
 from tests.support.archs import SMALL
 
-PLAIN = TrainConfig(epochs=3, batch_size=32, reward_transform="identity", device="cpu", num_threads=1, fast="off")
+PLAIN = TrainConfig(epochs=3, batch_size=32, device="cpu", num_threads=1, fast="off")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_fast_path_reaches_the_plain_paths_accuracy_within_seed_noise(digits: Da
 def test_both_paths_see_the_same_augmented_pixels(digits: DatasetSplits) -> None:
     cpu = torch.device("cpu")
     config = TrainConfig(augment=True)
-    plain, fast = _Feed(digits, config, cpu, fast=False), _Feed(digits, config, cpu, fast=True)
+    plain, fast = Feed(digits, config, cpu, fast=False), Feed(digits, config, cpu, fast=True)
     assert fast.x_train.dtype == torch.uint8  # resident as uint8: 4x less memory than float32
     index = torch.arange(64)
     plain_images, plain_labels = plain.train_batch(index, torch.Generator().manual_seed(7))
@@ -46,13 +48,13 @@ def test_both_paths_see_the_same_augmented_pixels(digits: DatasetSplits) -> None
 
 
 def test_fast_path_evaluates_in_big_batches(digits: DatasetSplits) -> None:
-    feed = _Feed(digits, TrainConfig(eval_batch_size=64), torch.device("cpu"), fast=True)
+    feed = Feed(digits, TrainConfig(eval_batch_size=64), torch.device("cpu"), fast=True)
     sizes = [len(labels) for _, labels in feed.val_batches()]
     assert sizes == [len(digits.val[1])]  # 360 images: one batch, where the plain path would take six
 
 
 def test_onecycle_warms_up_peaks_and_falls_to_zero() -> None:
-    factors = [_lr_factor("onecycle", step / 100, warmup_fraction=0.25) for step in range(101)]
+    factors = [schedule_factor("onecycle", step / 100, warmup_fraction=0.25) for step in range(101)]
     assert factors[0] == pytest.approx(ONECYCLE_START)
     assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 25
     assert factors[-1] == 0.0
@@ -72,7 +74,7 @@ def test_proxy_recipe_trains_a_child(digits: DatasetSplits) -> None:
     from controller.config import RECIPES
 
     proxy = {k: v for k, v in RECIPES["proxy"].items()} | {"batch_size": 64}  # digits has 1,077 training images
-    result = train_child(SMALL, digits, TrainConfig(**proxy, device="cpu", num_threads=1, reward_transform="identity"))
+    result = train_child(SMALL, digits, TrainConfig(**proxy, device="cpu", num_threads=1))
     assert result.status == "COMPLETE" and result.val_accuracy > 0.5
     assert len(result.curves["val_accuracy"]) == RECIPES["proxy"]["epochs"]
 

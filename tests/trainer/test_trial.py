@@ -1,0 +1,22 @@
+"""The trial trainer reads specs written by older versions of the controller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.trainer.trial import run_trial
+from controller.protocol import DatasetSpec, TrialSpec
+from controller.run_layout import RunFiles
+from controller.stores import open_store
+from tests.support.archs import SMALL
+
+
+def test_an_old_spec_naming_a_reward_transform_trains_and_reports_the_raw_accuracy(tmp_path: Path) -> None:
+    # TrainConfig had `reward_transform` once; a run resumed across versions may still hold such specs.
+    old_train = {"epochs": 1, "batch_size": 64, "device": "cpu", "reward_transform": "cube"}
+    spec = TrialSpec("t00003", SMALL, DatasetSpec("digits", train_subset=200), train=old_train)
+    run = str(tmp_path / "run")
+    RunFiles(open_store(run)).write_architecture("t00003", spec)
+    result = run_trial(run, "t00003", num_threads=1)
+    assert result.status == "COMPLETE"
+    assert result.reward == result.metrics["val_accuracy"]  # raw: the policy cubes it, the trainer does not
