@@ -30,34 +30,13 @@ from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.stores import open_store
 
+# A 4-layer child with skips: (filter height, filter width, filters, input layers), stride 1 throughout.
+LAYERS = [(3, 3, 24, []), (5, 3, 36, [0]), (3, 5, 24, [1]), (3, 3, 36, [0, 2])]
 ARCH = {
     "space": "conv",
     "layers": [
-        {"filter_height": 3, "filter_width": 3, "stride_height": 1, "stride_width": 1, "num_filters": 24, "inputs": []},
-        {
-            "filter_height": 5,
-            "filter_width": 3,
-            "stride_height": 1,
-            "stride_width": 1,
-            "num_filters": 36,
-            "inputs": [0],
-        },
-        {
-            "filter_height": 3,
-            "filter_width": 5,
-            "stride_height": 1,
-            "stride_width": 1,
-            "num_filters": 24,
-            "inputs": [1],
-        },
-        {
-            "filter_height": 3,
-            "filter_width": 3,
-            "stride_height": 1,
-            "stride_width": 1,
-            "num_filters": 36,
-            "inputs": [0, 2],
-        },
+        {"filter_height": h, "filter_width": w, "stride_height": 1, "stride_width": 1, "num_filters": n, "inputs": i}
+        for h, w, n, i in LAYERS
     ],
 }
 

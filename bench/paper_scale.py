@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import resource
 import subprocess
@@ -62,17 +63,14 @@ class Target:
     sampling: str | None = None
 
     def applies(self, run: dict[str, Any]) -> bool:
-        return all(want is None or run[key] == want for key, want in self._scope())
+        scope = {"store": self.store, "executor": self.executor, "sampling": self.sampling}
+        return all(want is None or run[key] == want for key, want in scope.items())
 
     def met(self, value: float | None) -> bool:
-        if value is None:
-            return False
-        return (
-            value >= self.limit if self.op == ">=" else value <= self.limit if self.op == "<=" else value < self.limit
-        )
+        return value is not None and COMPARISONS[self.op](value, self.limit)
 
-    def _scope(self) -> list[tuple[str, str | None]]:
-        return [("store", self.store), ("executor", self.executor), ("sampling", self.sampling)]
+
+COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 TARGETS = [
@@ -122,12 +120,8 @@ def run_case(
     slots = config.replicas * config.batch
     run_id = f"bench-{store_kind}-{executor_kind}-{sampling}-{os.getpid()}"
     tmp = tempfile.TemporaryDirectory(prefix="nasrl-bench-")
-    if store_kind == "folder":
-        run_uri = str(Path(tmp.name) / run_id)
-        raw = LocalStore(run_uri)
-    else:
-        run_uri = f"s3://{S3_BUCKET}/runs/{run_id}"
-        raw = open_store(run_uri)
+    run_uri = str(Path(tmp.name) / run_id) if store_kind == "folder" else f"s3://{S3_BUCKET}/runs/{run_id}"
+    raw = LocalStore(run_uri) if store_kind == "folder" else open_store(run_uri)
     store = CountingStore(raw)
     trainer_files = RunFiles(raw)  # the trainers' writes are not the controller's
     children = {"seed": config.seed, "curve_epochs": config.child.epochs}
@@ -138,9 +132,8 @@ def run_case(
         from tests.fakes.jobs_api import FakeJobsApi
 
         api = FakeJobsApi()
-        k8s = KubernetesExecutor(
-            run_uri, KubernetesConfig(gpus=0, parallelism=slots), api, run_id=run_id, store=store, env={}
-        )
+        jobs = KubernetesConfig(gpus=0, parallelism=slots)
+        k8s = KubernetesExecutor(run_uri, jobs, api, run_id=run_id, store=store, env={})
         executor = SimulatedKubelet(k8s, api, run_id, trainer_files, **children)
 
     marks: list[tuple[float, int, int]] = []  # per completion: controller CPU s, requests, bytes written
@@ -321,20 +314,16 @@ def table(results: list[dict[str, Any]], trials: int) -> str:
         out.append("  targets")
         labels = list(dict.fromkeys(label for s in samplings for label in by_sampling[s].get("targets", {})))
         for label in labels:
-            cells = []
-            for s in samplings:
-                verdict = by_sampling[s].get("targets", {}).get(label)
-                cells.append("-" if verdict is None else "PASS" if verdict["pass"] else "FAIL")
+            verdicts = [by_sampling[s].get("targets", {}).get(label) for s in samplings]
+            cells = ["-" if v is None else "PASS" if v["pass"] else "FAIL" for v in verdicts]
             out.append(f"    {label:30}" + "".join(f"{c:>16}" for c in cells))
     return "\n".join(out)
 
 
 def _cell(value: Any, fmt: str) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return fmt.format(value)
+    return "-" if value is None else fmt.format(value)
 
 
 def main() -> None:
@@ -363,11 +352,8 @@ def main() -> None:
     if args.trials < 2:
         parser.error("--trials: an integer >= 2")
     if args.case:
-        store, executor, sampling = args.case.split(",")
-        result = run_case(
-            store, executor, sampling, args.trials, args.time_limit, args.checkpoint_seconds, args.fixed_depth
-        )
-        print(json.dumps(result))
+        case = args.case.split(",")
+        print(json.dumps(run_case(*case, args.trials, args.time_limit, args.checkpoint_seconds, args.fixed_depth)))
         return
 
     stores = ["folder", "s3"] if args.store == "all" else [args.store]

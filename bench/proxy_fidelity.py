@@ -14,8 +14,6 @@ order, 0: unrelated). Also printed: how often the proxy's top quarter holds the 
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import random
 import sys
 import time
@@ -23,29 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scipy.stats import kendalltau
+
 from components.trainer.datasets import load_dataset
 from components.trainer.train import TrainConfig, train_child
 from controller.config import RECIPES
 from controller.spaces import make_space
-
-
-def kendall_tau_b(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b: (concordant - discordant) pairs, corrected for ties on either side."""
-    concordant = discordant = ties_x = ties_y = 0
-    for (a1, b1), (a2, b2) in itertools.combinations(zip(x, y, strict=True), 2):
-        dx, dy = (a1 > a2) - (a1 < a2), (b1 > b2) - (b1 < b2)
-        if dx == 0 and dy == 0:
-            continue
-        if dx == 0:
-            ties_x += 1
-        elif dy == 0:
-            ties_y += 1
-        elif dx == dy:
-            concordant += 1
-        else:
-            discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else float("nan")
 
 
 def main() -> None:
@@ -107,7 +88,7 @@ def main() -> None:
             f"{row['paper'][0]:>7.4f} {row['paper'][1]:>7.1f}",
             flush=True,
         )
-    tau = kendall_tau_b(proxy, full)
+    tau = kendalltau(proxy, full).statistic  # tau-b, corrected for ties; nan if either side is all ties
     quarter = max(1, len(archs) // 4)
     proxy_top = sorted(range(len(archs)), key=lambda i: -proxy[i])[:quarter]
     best_full = max(range(len(archs)), key=lambda i: full[i])

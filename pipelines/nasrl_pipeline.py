@@ -14,12 +14,15 @@ final-training task. The run's service account is a run setting in KFP (the UI's
 ``nasrl pipeline submit --service-account``), not a task one.
 """
 
+import inspect
+
 from kfp import dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
 from components.cleanup.component import cleanup
 from components.final_train.component import final_train
 from components.search.component import BASE_IMAGE, search
+from components.search.step import search_settings
 from components.select_export.component import select_and_export
 
 PIPELINE_NAME = "nasrl"
@@ -38,6 +41,8 @@ CONTROLLER_LABELS = {
 }
 METRICS_PORT = 8000  # compile-time: the search serves /metrics here; the pod annotations below must agree
 DOWNWARD_API_ENV = {"POD_NAME": "metadata.name", "POD_UID": "metadata.uid", "POD_NAMESPACE": "metadata.namespace"}
+# A search setting's default is defined once, by the search step; the run's parameters below show it in the UI.
+SEARCH = {name: parameter.default for name, parameter in inspect.signature(search_settings).parameters.items()}
 
 
 def build_pipeline(
@@ -57,21 +62,21 @@ def build_pipeline(
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def nasrl(
-        space: str = "conv",
-        dataset: str = "fashion-mnist",
+        space: str = SEARCH["space"],
+        dataset: str = SEARCH["dataset"],
         data_dir: str = "s3://nasrl/datasets/fashion-mnist",
-        strategy: str = "reinforce",
-        trials: int = 100,
-        parallelism: int = 4,
-        replicas: int = 1,
-        batch: int = 5,
-        child_epochs: int = 10,
-        train_subset: int = 0,
-        gpus_per_child: int = 1,
+        strategy: str = SEARCH["strategy"],
+        trials: int = SEARCH["trials"],
+        parallelism: int = SEARCH["parallelism"],
+        replicas: int = SEARCH["replicas"],
+        batch: int = SEARCH["batch"],
+        child_epochs: int = SEARCH["child_epochs"],
+        train_subset: int = SEARCH["train_subset"],
+        gpus_per_child: int = SEARCH["gpus_per_child"],
         image: str = BASE_IMAGE,
         store: str = "s3://nasrl/runs",
         s3_endpoint: str = "http://minio.minio.svc:9000",
-        seed: int = 0,
+        seed: int = SEARCH["seed"],
         top_k: int = 2,
         # Mutable defaults are how KFP reads a list parameter's default; the function is never called twice.
         final_learning_rates: list[float] = [0.1, 0.05],  # noqa: B006
@@ -81,7 +86,7 @@ def build_pipeline(
         final_lm_weight_decays: list[float] = [0.0, 1e-6],  # noqa: B006
         final_lr_decay_epochs: list[int] = [30, 40],  # noqa: B006
         final_epochs: int = 50,
-        executor: str = "kubernetes",
+        executor: str = SEARCH["executor"],
         search_config: str = "{}",
     ):
         """NAS-RL (Zoph & Le, ICLR 2017): an RL controller searches child CNNs or recurrent cells, the best are

@@ -175,12 +175,6 @@ def version_name(package: str | Path, pipeline_name: str = PIPELINE_NAME) -> str
 def submit(
     arguments: Mapping[str, Any] | None = None,
     *,
-    host: str | None = None,
-    token: str | None = None,
-    token_path: str | None = None,
-    cookies: str | None = None,
-    namespace: str | None = None,
-    ui_host: str | None = None,
     experiment: str = EXPERIMENT,
     pipeline_name: str = PIPELINE_NAME,
     run_name: str | None = None,
@@ -188,24 +182,19 @@ def submit(
     package: str | Path = PACKAGE,
     env: Mapping[str, str] | None = None,
     client_factory: Callable[..., Any] | None = None,
+    **connection_settings: str | None,
 ) -> str:
     """Upload the pipeline (or a new version of it), start a run with ``arguments``; returns the run's UI link.
 
-    ``service_account``: the Kubernetes ServiceAccount the run's pods use; the search step's needs rights
-    on Jobs (``jobs.batch`` get, list, watch, create, delete; ``pods`` list). ``client_factory`` stands in
-    for ``kfp.Client`` in tests.
+    ``connection_settings``: ``host``, ``token``, ``token_path``, ``cookies``, ``namespace``, ``ui_host`` (the
+    table above). ``service_account``: the Kubernetes ServiceAccount the run's pods use; the search step's
+    needs rights on Jobs (``jobs.batch`` get, list, watch, create, delete; ``pods`` list). ``client_factory``
+    stands in for ``kfp.Client`` in tests.
     """
-    package = Path(package)
-    if not package.is_file():
-        raise ConfigError("package", str(package), "a compiled pipeline YAML (nasrl pipeline compile)")
+    package = _package(package)
     checked = check_arguments(arguments or {}, package)
-    connection = resolve_connection(host, token, token_path, cookies, namespace, ui_host, env)
-    if client_factory is None:
-        import kfp
-
-        client_factory = kfp.Client
-    client = client_factory(**connection.client_kwargs())
-
+    connection = resolve_connection(**connection_settings, env=env)
+    client = _client(connection, client_factory)
     pipeline_id, version_id = _upload(client, package, pipeline_name)
     experiment_id = client.create_experiment(experiment, namespace=connection.namespace).experiment_id
     run = client.run_pipeline(
@@ -221,27 +210,32 @@ def submit(
 
 def upload(
     *,
-    host: str | None = None,
-    token_path: str | None = None,
-    namespace: str | None = None,
     package: str | Path = PACKAGE,
     pipeline_name: str = PIPELINE_NAME,
     env: Mapping[str, str] | None = None,
     client_factory: Callable[..., Any] | None = None,
+    **connection_settings: str | None,
 ) -> tuple[str, str]:
     """Upload the pipeline, or a new version of it if this YAML is not there yet; start no run.
 
     What the Helm chart's post-install Job runs: idempotent, so every upgrade may run it again.
-    Returns (pipeline id, version id)."""
-    package = Path(package)
-    if not package.is_file():
+    ``connection_settings`` as for :func:`submit`. Returns (pipeline id, version id)."""
+    package = _package(package)
+    return _upload(_client(resolve_connection(**connection_settings, env=env), client_factory), package, pipeline_name)
+
+
+def _package(package: str | Path) -> Path:
+    if not Path(package).is_file():
         raise ConfigError("package", str(package), "a compiled pipeline YAML (nasrl pipeline compile)")
-    connection = resolve_connection(host, None, token_path, None, namespace, None, env)
+    return Path(package)
+
+
+def _client(connection: Connection, client_factory: Callable[..., Any] | None) -> Any:
     if client_factory is None:
         import kfp
 
         client_factory = kfp.Client
-    return _upload(client_factory(**connection.client_kwargs()), package, pipeline_name)
+    return client_factory(**connection.client_kwargs())
 
 
 def _upload(client: Any, package: Path, pipeline_name: str) -> tuple[str, str]:

@@ -85,6 +85,9 @@ def search(
         report: The search at a glance: reward per trial with the baseline, best so far, the best architecture's
             drawing, and the top-k table.
     """
+    inputs = dict(locals())  # the parameters above, by name (first: before any other name is bound here)
+    import dataclasses
+    import inspect
     import json
     import os
 
@@ -94,37 +97,10 @@ def search(
 
     if s3_endpoint:
         os.environ["NASRL_S3_ENDPOINT"] = s3_endpoint
-    settings = search_settings(
-        store=store,
-        job_id=job_id,
-        space=space,
-        dataset=dataset,
-        data_dir=data_dir,
-        strategy=strategy,
-        trials=trials,
-        parallelism=parallelism,
-        replicas=replicas,
-        batch=batch,
-        child_epochs=child_epochs,
-        gpus_per_child=gpus_per_child,
-        image=image,
-        seed=seed,
-        train_subset=train_subset,
-        executor=executor,
-        s3_secret_name=s3_secret_name,
-        metrics_port=metrics_port,
-        search_config=search_config,
-        env=os.environ,
-    )
-    grid = FinalGrid(
-        learning_rates=final_learning_rates,
-        weight_decays=final_weight_decays,
-        bn_eps=final_bn_eps,
-        lr_decay_epochs=final_lr_decay_epochs,
-        epochs=final_epochs,
-        lm_learning_rates=final_lm_learning_rates,
-        lm_weight_decays=final_lm_weight_decays,
-    )
+    # The parameters keep the names of what they feed: search_settings' own, and final_<field> of FinalGrid.
+    takes = inspect.signature(search_settings).parameters
+    settings = search_settings(**{name: value for name, value in inputs.items() if name in takes}, env=os.environ)
+    grid = FinalGrid(**{field.name: inputs[f"final_{field.name}"] for field in dataclasses.fields(FinalGrid)})
     step = run_search_step(settings, top_k=top_k, grid=grid)
 
     with open(architectures.path, "w") as f:

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,22 @@ def alert_rules() -> list[dict[str, Any]]:
     return yaml.safe_load(ALERTS.read_text())["groups"]
 
 
-def test_every_ci_values_file_is_a_variant():
-    assert len(VARIANTS) >= 3, "charts/nasrl/ci/*-values.yaml: at least the all-features and minimal variants"
+# What each values file turns on, by its name: the kinds it renders, with how many of each.
+BASE = {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "ConfigMap": 1}  # the search config's ConfigMap
+MONITORING_KINDS = {"PodMonitor": 1, "PrometheusRule": 1, "ConfigMap": 2}  # the second ConfigMap: the dashboard
+EXPECTED_KINDS = {
+    "default": BASE,  # optional parts stay off
+    "minimal": {"ConfigMap": 1},  # no ServiceAccount, no RBAC, no monitoring: the search config alone
+    "all-features": BASE | MONITORING_KINDS | {"Job": 1},  # the pipeline-upload hook too
+    "kubeflow": {"Role": 1, "RoleBinding": 1} | MONITORING_KINDS | {"Job": 1},  # Kubeflow's own ServiceAccount
+}
+
+
+def test_each_ci_values_file_renders_what_its_name_promises():
+    assert set(VARIANTS) == set(EXPECTED_KINDS), "name each charts/nasrl/ci/*-values.yaml in EXPECTED_KINDS"
+    for variant, expected in EXPECTED_KINDS.items():
+        kinds = Counter(doc["kind"] for doc in manifests(VARIANTS[variant]))
+        assert kinds == Counter(expected), variant
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -244,11 +259,6 @@ def test_the_dashboard_config_map_is_the_dashboard_labelled_for_grafanas_sidecar
     assert config_map["metadata"]["labels"][values["label"]] == values["labelValue"]
     assert config_map["metadata"]["namespace"] == (values["namespace"] or NAMESPACE)
     assert json.loads(config_map["data"]["nasrl.json"]) == json.loads(DASHBOARD.read_text())
-
-
-def test_optional_parts_stay_off_by_default():
-    assert {doc["kind"] for doc in manifests({})} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
-    assert len(by_kind({}, "ConfigMap")) == 1
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
