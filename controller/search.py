@@ -22,56 +22,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
 import logging
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from controller import checkpoint as ckpt
+from controller import search_state
 from controller.config import SearchConfig
-from controller.errors import NasrlError, ProtocolError, SearchStopped
+from controller.errors import SearchStopped
 from controller.executors import BaseExecutor, Outcome
-from controller.journal import Journal, read_journal
+from controller.journal import Journal
 from controller.ledger import Ledger, TrialRecord, TrialState
-from controller.policies import STRATEGY_CLASSES, BasePolicy, Feedback, UpdateStats
-from controller.protocol import outcome_from_result
-from controller.run_layout import RunFiles, result_key
+from controller.policies import Feedback, UpdateStats, make_policy
+from controller.run_layout import RunFiles
 from controller.schedule import DepthSchedule
+from controller.search_state import ASYNC_REPLICA, SearchState
 from controller.spaces import BaseSpace, architecture_id
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, "Search", Any], None]
 _EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report them
-ASYNC_REPLICA = -1  # the replica of a child sampled by ``sampling: async`` (no replica batches there)
-
-
-def make_policy(config: SearchConfig, space: BaseSpace) -> BasePolicy:
-    try:
-        make = STRATEGY_CLASSES[config.strategy]
-    except KeyError:
-        allowed = " | ".join(STRATEGY_CLASSES)
-        raise NasrlError(f"strategy: {config.strategy!r} is not allowed (allowed: {allowed})") from None
-    return make(config, space)
-
-
-@dataclass
-class SearchState:
-    run_id: str
-    next_number: int = 0  # trials sampled so far; also the next trial's number
-    replicas: list[list[str]] = field(default_factory=list)  # batch: each replica's batch in flight ([] = idle)
-    untold: list[str] = field(default_factory=list)  # async: finished children not yet told, in finish order
-    # async: children sampled ahead in one call at the current policy version and depth, handed out one
-    # by one as slots free up ([architecture, version] pairs); part of the state, so a resume draws alike
-    pool: list[list[Any]] = field(default_factory=list)
-    pool_key: list[int] | None = None  # [policy version, steps per architecture] the pool was sampled at
-    updates: int = 0  # policy updates so far (their stats are in the journal)
-    started_at: float = field(default_factory=time.time)
-    finished: bool = False
 
 
 class Search:
@@ -120,7 +94,7 @@ class Search:
         self._inbox: deque[Outcome] = deque()  # outcomes made by the loop itself (reused rewards)
         self._dirty = False  # anything to checkpoint since the last checkpoint
         self._last_checkpoint = -math.inf
-        self._replay: _Replay | None = None
+        self._replay: search_state.Replay | None = None
 
     # -- spaces -----------------------------------------------------------------------------
     def space_for(self, number: int) -> BaseSpace:
@@ -351,106 +325,18 @@ class Search:
 
     # -- resuming ---------------------------------------------------------------------------
     def _recover(self) -> None:
-        """After a restart: replay what happened after the last checkpoint from the published results,
-        in the order the children finished; what has no result yet is dispatched again."""
-        if self.files is None:
-            return
-        self._replay = _Replay()
-        for trial_id in self._in_flight:
-            self._replay.push(self, self.ledger.get(trial_id))
-        self._settle()
-        while self._replay.pending:
-            self._step(self._replay.pop())
-        replayed, self._replay = self._replay.replayed, None
-        if replayed:
-            log.info("resume: %d results published after the last checkpoint were replayed", replayed)
-        for trial_id in self._in_flight:
-            if self.ledger.get(trial_id).state == TrialState.RUNNING:
-                self.ledger.requeue(trial_id)
+        search_state.recover(self)
 
     # -- persistence ------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        search_state.save(self)
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        search_state.restore(self, checkpoint)
+
     def _maybe_checkpoint(self) -> None:
         if self._dirty and time.monotonic() - self._last_checkpoint >= self.config.checkpoint_seconds:
             self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        if self.files is None or self.journal is None:
-            return
-        store = self.files.store
-        # 1. policy versions the checkpoint refers to, each written once
-        live = {*self._live, self.policy.version}
-        for version in sorted(live - self._stored_versions):
-            if version == self.policy.version:
-                state = self.policy.versioned_state_dict()
-            else:
-                weights = self.policy.snapshot(version)
-                state = {"model": weights} if weights is not None else {}
-            if state:  # a policy without weights (random, evolution) stores nothing per version
-                ckpt.write_policy_version(store, version, state)
-                self._stored_versions.add(version)
-        # 2. the journal's new segment, then 3. the checkpoint that counts it
-        self.journal.flush()
-        ckpt.write_checkpoint(
-            store,
-            {
-                "state": dataclasses.asdict(self.state),
-                "policy": self.policy.state_dict(),
-                "journal_segments": self.journal.segments,
-                "policy_versions": sorted(live & self._stored_versions),
-                "in_flight": list(self._in_flight),
-                "attempts": {t: self.ledger.get(t).attempts for t in self._in_flight},
-            },
-        )
-        # 4. files of versions nothing refers to any more
-        for version in sorted(self._stored_versions - live):
-            store.delete(ckpt.policy_key(version))
-            self._stored_versions.discard(version)
-        self.files.write_summary(self.summary())
-        self._dirty = False
-        self._last_checkpoint = time.monotonic()
-        self._emit("checkpoint", time.time())
-
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        if checkpoint["format"] == 1:
-            from controller.migrate import from_format_1
-
-            checkpoint = from_format_1(self.files, checkpoint)  # type: ignore[arg-type]
-        store = self.files.store  # type: ignore[union-attr]
-        self.state = SearchState(**checkpoint["state"])
-        if len(self.state.replicas) != self.config.replicas:
-            raise NasrlError(
-                f"replicas: {self.config.replicas} differs from the checkpoint's {len(self.state.replicas)}; "
-                "resume with the run's own config"
-            )
-        self.policy.load_state_dict(checkpoint["policy"])
-        versions = list(checkpoint["policy_versions"])
-        for version in versions:
-            state = ckpt.read_policy_version(store, version)
-            if version == self.policy.version:
-                self.policy.load_versioned_state_dict(state)
-            elif "model" in state:
-                self.policy.load_snapshot(version, state["model"])
-        self._stored_versions = set(versions)
-        contents = read_journal(store, int(checkpoint["journal_segments"]))
-        self.journal = Journal(store, int(checkpoint["journal_segments"]))
-        for record in contents.trials:
-            self.ledger.add_finished(record)
-            if record.state == TrialState.COMPLETE:
-                self._reusable.setdefault(record.architecture_id, record.trial_id)
-        attempts = checkpoint.get("attempts", {})
-        migrated = {d["trial_id"]: d for d in checkpoint.get("in_flight_records", [])}
-        for trial_id in checkpoint["in_flight"]:
-            if trial_id in migrated:
-                record = dataclasses.replace(TrialRecord.from_dict(migrated[trial_id]), state=TrialState.WAITING)
-            else:
-                record = _record_from_spec(self.files.read_architecture(trial_id), attempts.get(trial_id, 0))  # type: ignore[union-attr]
-            self.ledger.add(record)
-            self._in_flight[trial_id] = None
-        # Children not yet told keep their version's weights alive: in flight, or finished but untold.
-        untold = [t for batch in self.state.replicas for t in batch] + self.state.untold
-        for trial_id in dict.fromkeys([*untold, *self._in_flight]):
-            self._live[self.ledger.get(trial_id).policy_version] += 1
-        self.resumed = True
 
     # -- reporting --------------------------------------------------------------------------
     def _emit(self, kind: str, payload: Any) -> None:
@@ -494,70 +380,3 @@ class Search:
             "started_at": self.state.started_at,
             "updated_at": time.time(),
         }
-
-
-def _record_from_spec(spec: Any, attempts: int) -> TrialRecord:
-    """An in-flight trial rebuilt from its architecture.json (the checkpoint keeps only its id)."""
-    return TrialRecord(
-        trial_id=spec.trial_id,
-        number=int(spec.number),
-        architecture=spec.architecture,
-        architecture_id=spec.architecture_id,
-        policy_version=int(spec.policy_version),
-        replica=ASYNC_REPLICA if spec.replica is None else int(spec.replica),
-        attempts=attempts,
-    )
-
-
-class _Replay:
-    """Results published after the last checkpoint, handed back in the order the children finished."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Outcome]] = []
-        self.replayed = 0
-        self._probing = True  # until the first trial the lost run never sampled
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._heap)
-
-    def pop(self) -> Outcome:
-        self.replayed += 1
-        return heapq.heappop(self._heap)[2]
-
-    def push(self, search: Search, record: TrialRecord) -> None:
-        try:
-            result = search.files.read_result(record.trial_id)  # type: ignore[union-attr]
-        except ProtocolError as e:
-            # A torn or garbage result.json must not stop the resume: the trial fails with the reason.
-            failed = Outcome(record.trial_id, "FAILED", reason=f"unreadable_result: {e}")
-            heapq.heappush(self._heap, (math.inf, record.number, failed))
-            return
-        if result is None:
-            return
-        stamped = getattr(result, "architecture_id", None)
-        if stamped is not None and stamped != record.architecture_id:
-            return  # trained for another architecture under this id (see probe); not this trial's result
-        finished_at = getattr(result, "finished_at", None)
-        order = float(finished_at) if finished_at is not None else math.inf
-        heapq.heappush(self._heap, (order, record.number, outcome_from_result(record.trial_id, result)))
-
-    def probe(self, search: Search, record: TrialRecord) -> bool:
-        """A trial sampled during the replay: did the lost run sample the same one under this id? Then
-        its files stay and its result, if any, joins the replay. Returns True when nothing must be written."""
-        if not self._probing:
-            return False
-        files = search.files
-        try:
-            spec = files.read_architecture(record.trial_id)  # type: ignore[union-attr]
-        except Exception:  # missing (the lost run stopped before it) or unreadable: write it anew
-            self._probing = False
-            return False
-        if spec.architecture_id == record.architecture_id:
-            self.push(search, record)
-            return True
-        # The lost run sampled something else here (several workers finish in an order no replay can
-        # know): its result is for another architecture and must not count for this one.
-        log.warning("resume: %s differs from the lost run's; its old result is discarded", record.trial_id)
-        files.store.delete(result_key(record.trial_id))  # type: ignore[union-attr]
-        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from controller.errors import ConfigError
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.policies.evolution import EvolutionConfig, EvolutionPolicy
 from controller.policies.random_search import RandomPolicy
@@ -19,6 +20,14 @@ STRATEGY_CLASSES: dict[str, Callable[[Any, BaseSpace], BasePolicy]] = {
 }
 STRATEGIES = tuple(STRATEGY_CLASSES)
 
+
+def make_policy(config: Any, space: BaseSpace) -> BasePolicy:
+    """The configured strategy's policy; an unknown name is refused, never replaced by another."""
+    if config.strategy not in STRATEGY_CLASSES:
+        raise ConfigError("strategy", config.strategy, " | ".join(STRATEGY_CLASSES))
+    return STRATEGY_CLASSES[config.strategy](config, space)
+
+
 __all__ = [
     "STRATEGIES",
     "STRATEGY_CLASSES",
@@ -31,4 +40,5 @@ __all__ = [
     "ReinforceConfig",
     "ReinforcePolicy",
     "UpdateStats",
+    "make_policy",
 ]
