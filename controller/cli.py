@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from controller.config import LM_PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
+from controller.config import PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
 from controller.errors import NasrlError, SearchStopped
 from controller.settings import add_arguments, nest
 from controller.stores import StoreUnavailable
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--config", metavar="FILE", help="YAML file of settings; flags override it")
     search.add_argument("--resume", metavar="RUN", help="continue the run in this run directory")
     search.add_argument("--quiet", action="store_true", help="no progress display")
-    add_arguments(search, SearchConfig, skip=(*(f"lm.{name}" for name in LM_PER_TRIAL), "kubernetes.namespace"))
+    per_trial = [f"{section}.{name}" for section in ("lm", "child") for name in PER_TRIAL]
+    add_arguments(search, SearchConfig, skip=(*per_trial, "kubernetes.namespace"))
     search.add_argument(
         "--namespace",
         dest="kubernetes.namespace",

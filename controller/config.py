@@ -12,6 +12,7 @@ import yaml
 
 from components.trainer.dataset_registry import DATASETS
 from components.trainer.lm import LMConfig
+from components.trainer.train import TrainConfig
 from controller.errors import ConfigError
 from controller.evaluators import EVALUATORS
 from controller.executors import EXECUTORS
@@ -21,10 +22,9 @@ from controller.settings import from_mapping, merge, to_mapping
 from controller.spaces import SPACES, BaseSpace, make_space
 from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
-# Settings of the child language model that the search sets per trial, not the user.
-LM_PER_TRIAL = ("seed", "num_threads")
-LR_SCHEDULES = ("cosine", "step", "constant", "onecycle")
-FAST_MODES = ("auto", "on", "off")
+# Settings of a child (image classifier or language model) that the search sets per trial, not the user.
+PER_TRIAL = ("seed", "num_threads")
+LM_PER_TRIAL = PER_TRIAL
 # Ready-made child training recipes (``child.recipe``): they fill the child settings the config does not
 # set itself. "proxy" is the fast CIFAR-10 trainers' recipe, cut short for ranking children (see
 # bench/proxy_fidelity.py for how well it ranks); "paper" is Zoph & Le's 50 epochs.
@@ -51,26 +51,16 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
-class ChildConfig:
-    recipe: str | None = None  # "proxy" or "paper": fills the settings below that you do not set (see README)
-    epochs: int = 10  # training epochs per child (paper: 50)
-    batch_size: int = 128  # images per SGD step
-    learning_rate: float = 0.1  # peak SGD learning rate, Nesterov momentum 0.9 (paper: 0.1)
-    lr_schedule: str = "cosine"  # "cosine", "step" (x0.1 at 50% and 75%), "constant" or "onecycle"
-    warmup_fraction: float = 0.25  # "onecycle": share of the steps spent rising to the peak rate
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (the fast CIFAR-10 trainers use 0.2)
-    weight_decay: float = 1e-4  # L2 penalty (paper: 1e-4)
-    reward_window: int = 5  # reward = best validation accuracy of the last min(this, epochs) epochs (paper: 5)
-    max_parameters: int = 50_000_000  # larger children fail as "too_large" before training
-    augment: bool = True  # random crop with padding and, where it makes sense, horizontal flip
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    fast: str = "auto"  # GPU fast path (uint8 data on the GPU, bf16, channels-last): "auto" (on CUDA), "on", "off"
-    compile: bool = False  # torch.compile each child (fast path; pays off for children trained for minutes)
+@dataclass(frozen=True)
+class ChildConfig(TrainConfig):
+    """How each child trains: the trainer's own settings (one definition each, in TrainConfig), plus a recipe.
+    The search sets ``PER_TRIAL`` itself for every trial."""
+
+    recipe: Literal["proxy", "paper"] | None = None  # fills the child settings you do not set (see README)
 
     def train_settings(self) -> dict[str, Any]:
-        """The trainer's TrainConfig fields (the recipe is already applied)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "recipe"}
+        """The trainer's TrainConfig fields for a trial (the recipe is already applied)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("recipe", *PER_TRIAL)}
 
 
 @dataclass
@@ -137,19 +127,14 @@ class SearchConfig:
         _choice("executor", self.executor, tuple(EXECUTORS))
         self.kubernetes.validate()
         EVALUATORS[self.evaluator]().check(self)
-        for name in LM_PER_TRIAL:
-            if getattr(self.lm, name) != getattr(LMConfig, name):
-                raise ConfigError(f"lm.{name}", getattr(self.lm, name), "unset: the search sets it for each trial")
+        for section, settings in (("lm", self.lm), ("child", self.child)):
+            for name in PER_TRIAL:
+                if getattr(settings, name) != getattr(type(settings), name):
+                    raise ConfigError(
+                        f"{section}.{name}", getattr(settings, name), "unset: the search sets it per trial"
+                    )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", self.metrics_port, "0..65535, or null for no metrics server")
-        _choice("child.lr_schedule", self.child.lr_schedule, LR_SCHEDULES)
-        _choice("child.fast", self.child.fast, FAST_MODES)
-        if self.child.recipe is not None:
-            _choice("child.recipe", self.child.recipe, tuple(RECIPES))
-        if not 0 <= self.child.label_smoothing < 1:
-            raise ConfigError("child.label_smoothing", self.child.label_smoothing, "a number in [0, 1)")
-        if not 0 < self.child.warmup_fraction < 1:
-            raise ConfigError("child.warmup_fraction", self.child.warmup_fraction, "a number in (0, 1)")
         if self.children_per_gpu < 1:
             raise ConfigError("children_per_gpu", self.children_per_gpu, "an integer >= 1")
         if self.workers < 1:
@@ -158,13 +143,6 @@ class SearchConfig:
             raise ConfigError("train_subset", self.train_subset, "an integer >= 10, or null for the whole split")
         if self.trial_timeout is not None and self.trial_timeout <= 0:
             raise ConfigError("trial_timeout", self.trial_timeout, "a number of seconds > 0, or null")
-        for name in ("epochs", "batch_size", "reward_window", "max_parameters"):
-            if getattr(self.child, name) < 1:
-                raise ConfigError(f"child.{name}", getattr(self.child, name), "an integer >= 1")
-        if not self.child.learning_rate > 0:
-            raise ConfigError("child.learning_rate", self.child.learning_rate, "a number > 0")
-        if self.child.weight_decay < 0:
-            raise ConfigError("child.weight_decay", self.child.weight_decay, "a number >= 0")
         self.reinforce.validate()
         if self.evolution.population_size < 1:
             raise ConfigError("evolution.population_size", self.evolution.population_size, "an integer >= 1")

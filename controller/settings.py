@@ -16,17 +16,20 @@ import typing
 from functools import cache
 from typing import Any
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, NasrlError
 
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field: trailing comment}`` read from the class source."""
+    """``{field: trailing comment}`` read from the class source, and from the dataclasses it extends."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            docs |= field_docs(base)
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
-        return {}
-    docs: dict[str, str] = {}
+        return docs
     last_name: str | None = None
     last_line = -1
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -102,7 +105,14 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
         if key_norm not in names:
             raise ConfigError(field, key, "one of " + ", ".join(names))
         kwargs[key_norm] = coerce(field, value, hints[key_norm])
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except NasrlError as e:  # a settings class that checks itself (TrainConfig, LMConfig): name its section too
+        if path and not str(e).startswith(f"{path}."):
+            e.args = (f"{path}.{e}",)
+            if isinstance(e, ConfigError):
+                e.field = f"{path}.{e.field}"
+        raise
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.errors import NasrlError
+from controller.errors import ConfigError, NasrlError
 
 if TYPE_CHECKING:
     from controller.protocol import TrialResult
@@ -27,8 +27,14 @@ class InvalidArchitecture(TrainerError, ValueError):
     """The architecture dict breaks the format: the message names the field, the value and what is allowed."""
 
 
-class InvalidConfig(TrainerError, ValueError):
-    """A TrainConfig field holds a value outside its allowed range."""
+class InvalidConfig(ConfigError, TrainerError, ValueError):
+    """A TrainConfig (or LMConfig) field holds a value outside its allowed range: a ConfigError like any
+    other setting's, so a search config naming a child setting fails the same way."""
+
+    def __init__(self, message: str) -> None:
+        # The message already reads "field: value is not allowed (allowed: ...)"; keep it whole.
+        NasrlError.__init__(self, message)
+        self.field, self.value, self.allowed = message.split(":", 1)[0], None, ""
 
 
 class DatasetError(TrainerError):

@@ -23,11 +23,12 @@ from functools import cache
 from typing import Any
 
 from components.trainer.data_store import resolve_data_dir
+from components.trainer.dataset_registry import task_of
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.errors import EXIT_CODES, STORE_UNAVAILABLE, TrainerError, TrialNotPublished
 from components.trainer.lm import Corpus, LMConfig, LMResult, load_ptb, train_lm
 from components.trainer.train import TrainConfig, TrainResult, train_child
-from controller.errors import NasrlError, ProtocolError
+from controller.errors import ConfigError, NasrlError, ProtocolError
 from controller.protocol import TrialResult, TrialSpec
 from controller.run_layout import RunFiles, architecture_key, result_key
 from controller.stores import KeyNotFound, StoreUnavailable, open_store
@@ -155,7 +156,11 @@ def _train_lm(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
 
 def _train(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
     """The result's fields for one trained child (or the failure that stopped it)."""
-    if spec.dataset.name == "ptb":
+    try:
+        task = task_of(spec.dataset.name)
+    except ConfigError as e:  # a dataset this trainer does not know: every trial of the run fails alike
+        return _failure("dataset_error", str(e))
+    if task.name == "language":
         return _train_lm(spec, num_threads)
     # A spec from an older version may carry TrainConfig's former `reward_transform`: the policy transforms
     # rewards now and the trainer reports the raw accuracy, so the key is dropped rather than refused.
