@@ -3,6 +3,7 @@ and an rnn cell as its tree."""
 
 from __future__ import annotations
 
+import importlib
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -287,21 +288,32 @@ def _fit_title(fig: Figure, ax: Axes, title: str) -> None:
 
 
 def architecture_figure(best: TrialRecord) -> Figure:
+    """The best architecture, drawn the way its space says (``BaseSpace.drawing``)."""
     arch = best.architecture
     reward = f"reward {best.reward:.4g} = {SPACES[arch['space']].reward_label}"
-    if arch.get("space") == "rnn":
-        perplexity = best.metrics.get("val_perplexity")
-        shown = f", validation perplexity {perplexity:.1f}" if isinstance(perplexity, int | float) else ""
-        return rnn_cell_figure(arch, f"Best cell: trial {best.trial_id}{shown}\n{reward}")
-    if arch.get("space") == "conv":
-        rows = len(arch["layers"]) + 2
-        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * rows))
-        x_range = draw_conv(ax, arch["layers"])
-        what = f"architecture ({len(arch['layers'])} conv layers)"
-    else:
-        fig, ax = plt.subplots(figsize=(9, 4))
-        x_range = draw_nb201(ax, arch["edges"])
-        what = "NAS-Bench-201 cell"
+    module, name = SPACES[arch["space"]].drawing.split(":")
+    return getattr(importlib.import_module(module), name)(best, reward)
+
+
+def cell_figure(best: TrialRecord, reward: str) -> Figure:
+    """A recurrent cell: its tree, with the validation perplexity (the reward c/ppl² is hard to read)."""
+    perplexity = best.metrics.get("val_perplexity")
+    shown = f", validation perplexity {perplexity:.1f}" if isinstance(perplexity, int | float) else ""
+    return rnn_cell_figure(best.architecture, f"Best cell: trial {best.trial_id}{shown}\n{reward}")
+
+
+def conv_figure(best: TrialRecord, reward: str) -> Figure:
+    layers = best.architecture["layers"]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * (len(layers) + 2)))
+    return _finish(fig, ax, draw_conv(ax, layers), f"architecture ({len(layers)} conv layers)", best, reward)
+
+
+def nb201_figure(best: TrialRecord, reward: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(9, 4))
+    return _finish(fig, ax, draw_nb201(ax, best.architecture["edges"]), "NAS-Bench-201 cell", best, reward)
+
+
+def _finish(fig: Figure, ax: Any, x_range: tuple[float, float], what: str, best: TrialRecord, reward: str) -> Figure:
     ax.set_xlim(*x_range)
     ax.set_aspect("equal")  # arc3 bends in display space; equal scales keep the arcs where they are computed
     ax.axis("off")

@@ -73,6 +73,8 @@ class BaseSpace(ABC):
     task: str | None = "image"
     # Whether the architecture's size follows the search's depth schedule (the paper's conv layers grow 6 -> 20).
     grows_with_depth: bool = False
+    # "module:function" drawing an architecture for `nasrl report` (imported only then: matplotlib is heavy).
+    drawing: str
 
     @abstractmethod
     def steps(self) -> list[Step]: ...

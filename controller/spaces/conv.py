@@ -50,6 +50,7 @@ class ConvSpace(BaseSpace):
         "< input layers (when not just the layer before; <img: the image)"
     )
     reward_label = "validation accuracy"
+    drawing = "controller.report.architecture:conv_figure"
     grows_with_depth = True
 
     @classmethod

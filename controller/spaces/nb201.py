@@ -21,6 +21,7 @@ class NB201Space(BaseSpace):
     )
     # The only evaluator for this space looks the cell up in NAS-Bench-201's table; nothing here trains it.
     reward_label = "CIFAR-10 accuracy (NAS-Bench-201 table)"
+    drawing = "controller.report.architecture:nb201_figure"
     task = None
 
     def steps(self) -> list[Step]:

@@ -113,6 +113,7 @@ class RNNCellSpace(BaseSpace):
     )
     # The paper's reward for language models (c = 80 unless lm.reward_c says otherwise).
     reward_label = "c / validation perplexity² (c = lm.reward_c)"
+    drawing = "controller.report.architecture:cell_figure"
     default_reward_transform = "identity"  # c/ppl^2 is ~1e-4 already; cubed it would vanish
     task = "language"
 
