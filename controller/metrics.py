@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from controller.policies.reinforce import baseline_as_reward
 from controller.spaces import SPACES
 
 if TYPE_CHECKING:
@@ -99,12 +100,6 @@ class _ScrapeClock(Collector):
 def reason_code(reason: str | None) -> str:
     """``"nan_loss: loss became NaN"`` -> ``"nan_loss"``: the machine-readable part of a failure reason."""
     return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
-
-
-def baseline_as_reward(baseline: float, transform: str) -> float:
-    """The reward whose transformed value is the baseline, so it can be drawn beside the rewards
-    (the baseline averages accuracy cubed by default; raw it would sit far below them)."""
-    return math.copysign(abs(baseline) ** (1 / 3), baseline) if transform == "cube" else baseline
 
 
 class SearchMetrics:
