@@ -1,4 +1,7 @@
-"""``nasrl search`` as a user runs it: a subprocess, a run directory, summary.json."""
+"""``nasrl search`` as a user runs it: a run directory, summary.json, and errors that name what is wrong.
+
+One search runs in a process of its own, as a user starts it; the rest call the same ``main()`` in this one,
+which is what the ``nasrl`` command runs."""
 
 import json
 import subprocess
@@ -6,6 +9,8 @@ import sys
 
 import pytest
 
+from controller.cli import main
+from controller.policies import STRATEGIES
 from tests.support.runs import rewards
 
 
@@ -15,25 +20,16 @@ def nasrl(*args, cwd=None):
     )
 
 
-@pytest.mark.parametrize("strategy", ["reinforce", "random", "evolution"])
-def test_search_on_the_table_end_to_end(tmp_path, strategy):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_search_on_the_table_end_to_end(tmp_path, capsys, strategy):
     run = tmp_path / "run"
-    out = nasrl(
-        "search",
-        "--space",
-        "nb201",
-        "--evaluator",
-        "table",
-        "--strategy",
-        strategy,
-        "--trials",
-        "30",
-        "--seed",
-        "0",
-        "--run-dir",
-        str(run),
-    )
-    assert out.returncode == 0, out.stderr
+    args = ["search", "--space", "nb201", "--evaluator", "table", "--strategy", strategy, "--trials", "30"]
+    args += ["--seed", "0", "--run-dir", str(run)]
+    if strategy == "reinforce":  # the paper's strategy runs as a user runs it: `python -m controller.cli`
+        out = nasrl(*args)
+        assert out.returncode == 0, out.stderr
+    else:
+        assert main(args) == 0, capsys.readouterr().err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["space"] == "nb201" and summary["strategy"] == strategy and summary["seed"] == 0
     assert summary["trials_completed"] == 30 and summary["trials_failed"] == 0 and summary["finished"]
@@ -46,15 +42,16 @@ def test_search_on_the_table_end_to_end(tmp_path, strategy):
     assert len(trials) == 30
     result = json.loads((run / "trials" / trials[0] / "result.json").read_text())
     assert result["status"] == "COMPLETE"
-    shown = nasrl("show", str(run))
-    assert shown.returncode == 0 and "rank" in shown.stdout and summary["best"]["trial_id"] in shown.stdout
+    capsys.readouterr()
+    assert main(["show", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert "rank" in shown and summary["best"]["trial_id"] in shown
 
 
-def test_yaml_config_and_flags(tmp_path):
+def test_yaml_config_and_flags(tmp_path, capsys):
     cfg = tmp_path / "search.yaml"
     cfg.write_text("space: nb201\nevaluator: table\ntrials: 12\nbatch: 4\nreinforce:\n  learning_rate: 0.02\n")
-    out = nasrl("search", "--config", str(cfg), "--trials", "8", "--run-dir", str(tmp_path / "r"), "--quiet")
-    assert out.returncode == 0, out.stderr
+    assert main(["search", "--config", str(cfg), "--trials", "8", "--run-dir", str(tmp_path / "r"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["trials_completed"] == 8  # the flag overrides the file
     assert "learning_rate: 0.02" in (tmp_path / "r" / "config.yaml").read_text()
@@ -84,22 +81,23 @@ def test_yaml_config_and_flags(tmp_path):
         (["--trials", "0"], None, "trials: 0 is not allowed (allowed: an integer >= 1)"),
     ],
 )
-def test_bad_config_gives_a_named_error_and_no_traceback(tmp_path, args, yaml_text, message):
+def test_bad_config_gives_a_named_error_and_no_traceback(tmp_path, capsys, args, yaml_text, message):
     extra = []
     if yaml_text is not None:
         (tmp_path / "c.yaml").write_text(yaml_text)
         extra = ["--config", str(tmp_path / "c.yaml")]
-    out = nasrl("search", "--space", "nb201", "--evaluator", "table", *extra, *args, "--run-dir", str(tmp_path / "r"))
-    assert out.returncode == 2
-    assert message in out.stderr
-    assert "Traceback" not in out.stderr
+    code = main(["search", "--space", "nb201", "--evaluator", "table", *extra, *args, "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
     assert not (tmp_path / "r").exists()  # nothing half-made
 
 
-def test_an_existing_run_is_not_overwritten(tmp_path):
-    args = ("search", "--space", "nb201", "--evaluator", "table", "--trials", "5", "--run-dir", str(tmp_path / "r"))
-    assert nasrl(*args).returncode == 0
+def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
+    args = ["search", "--space", "nb201", "--evaluator", "table", "--trials", "5", "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 0
     before = (tmp_path / "r" / "summary.json").read_text()
-    again = nasrl(*args)
-    assert again.returncode == 2 and "already holds a run" in again.stderr
+    capsys.readouterr()
+    assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "r" / "summary.json").read_text() == before
