@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
 
 from controller.config import PER_TRIAL, SearchConfig, build_config, config_from_yaml_text, load_yaml
 from controller.errors import NasrlError, SearchStopped
@@ -14,19 +17,85 @@ from controller.settings import add_arguments, nest
 from controller.stores import StoreUnavailable
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors a person can act on: a command's own short usage and one error line, and a
+    mistyped flag answered by the command it was meant for, with the flag it resembles."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a command's parser: say it here, not in the top-level usage
+            self.error(_unknown(extras, self._option_string_actions))
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a mistyped command: name the one it resembles
+            close = difflib.get_close_matches(wrong[1], re.findall(r"'([^']*)'", wrong[2]), n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
+        hint = f"{self.prog} --help lists every setting" if self.prog == "nasrl search" else f"{self.prog} --help"
+        self.exit(2, f"{self.format_usage()}{self.prog}: error: {message} ({hint})\n")
+
+
+def _unknown(extras: list[str], known: Mapping[str, Any]) -> str:
+    flag = extras[0].split("=", 1)[0]
+    close = difflib.get_close_matches(flag, list(known), n=1, cutoff=0.6)
+    if flag.startswith("-") and close:
+        return f"unrecognized argument {flag}: did you mean {close[0]}?"
+    return f"unrecognized arguments: {' '.join(extras)}"
+
+
+def _registries() -> dict[str, Iterable[str]]:
+    """The names each choice setting takes, from the registries themselves: help can never drift from them."""
+    from components.trainer.dataset_registry import DATASETS
+    from controller.evaluators import EVALUATORS
+    from controller.executors import EXECUTORS
+    from controller.policies import STRATEGY_CLASSES
+    from controller.spaces import SPACES
+
+    return {
+        "space": SPACES,
+        "strategy": STRATEGY_CLASSES,
+        "evaluator": EVALUATORS,
+        "dataset": DATASETS,
+        "executor": EXECUTORS,
+    }
+
+
+def _search_summary(choices: Mapping[str, Iterable[str]]) -> str:
+    names = {key: ",".join(values) for key, values in choices.items()}
+    return f"""Run an architecture search (Zoph & Le, ICLR 2017). The settings most runs change:
+
+  --config FILE        a YAML file of settings (same names as the flags); flags override it
+  --resume RUN         continue a stopped run (its own config)
+  --space {{{names["space"]}}}   --dataset {{{names["dataset"]}}}
+  --strategy {{{names["strategy"]}}}   --evaluator {{{names["evaluator"]}}}
+  --trials N  --seed N  --workers N  --executor {{{names["executor"]}}}
+  --store DIR|s3://BUCKET/PREFIX  --metrics-port PORT
+
+Every setting follows, by group: run, search space, strategy and REINFORCE, child training, language
+model, Kubernetes, metrics. The README explains each."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nasrl",
         description="Neural Architecture Search with Reinforcement Learning (Zoph & Le, ICLR 2017).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    search = sub.add_parser("search", help="run an architecture search", description="Run an architecture search.")
+    choices = _registries()
+    search = sub.add_parser(
+        "search",
+        help="run an architecture search",
+        usage="nasrl search [--config FILE] [--resume RUN] [--quiet] [--SETTING VALUE ...]",
+        description=_search_summary(choices),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     search.add_argument("--config", metavar="FILE", help="YAML file of settings; flags override it")
     search.add_argument("--resume", metavar="RUN", help="continue the run in this run directory")
     search.add_argument("--quiet", action="store_true", help="no progress display")
     per_trial = [f"{section}.{name}" for section in ("lm", "child") for name in PER_TRIAL]
-    add_arguments(search, SearchConfig, skip=(*per_trial, "kubernetes.namespace"))
+    add_arguments(search, SearchConfig, skip=(*per_trial, "kubernetes.namespace"), choices=choices)
     search.add_argument(
         "--namespace",
         dest="kubernetes.namespace",

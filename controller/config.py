@@ -65,50 +65,55 @@ class ChildConfig(TrainConfig):
 
 @dataclass
 class SearchConfig:
-    space: str = "conv"  # search space: "conv" (the paper's CNN space) or "nb201" (NAS-Bench-201 cell)
-    strategy: str = "reinforce"  # "reinforce" (the paper), "random" or "evolution" (regularized evolution)
-    evaluator: str = "train"  # "train" (train every child) or "table" (NAS-Bench-201 lookup, nb201 only)
+    """Every search setting. Each ``# -- title`` line opens a group of ``nasrl search --help``; the choices
+    of space, strategy, evaluator, dataset and executor come from their registries."""
+
+    # -- run -----------------------------------------------------------------------------------
     trials: int = 100  # children to evaluate; the run ends with exactly this many finished
     seed: int = 0  # one seed for the policy, the children and the data split
+    store: str = "runs"  # where runs live: a folder, file://..., or s3://bucket/prefix (MinIO)
+    run_dir: str | None = None  # this run's own location (folder or s3:// URI); default STORE/<run id>
+    checkpoint_seconds: float = 30.0  # write the controller's checkpoint at most this often (and at the end)
+    reuse_rewards: bool = False  # an architecture already trained in this run gets its recorded reward again
+    # -- search space --------------------------------------------------------------------------
+    space: str = "conv"  # conv: the paper's CNN layers; rnn: its recurrent cell; nb201: NAS-Bench-201's cell
+    start_layers: int = 6  # conv: depth of the first children (paper: 6)
+    grow_every: int = 1600  # conv: add layers every this many samples (paper: 1,600)
+    grow_by: int = 2  # conv: layers added at each step of the schedule (paper: 2)
+    max_layers: int = 20  # conv: the schedule stops growing here
+    filter_sizes: list[int] = field(default_factory=lambda: list(FILTER_SIZES))  # conv: filter height/width values
+    num_filters: list[int] = field(default_factory=lambda: list(NUM_FILTERS))  # conv: number-of-filters values
+    strides: list[int] = field(default_factory=lambda: list(STRIDES))  # conv: stride values, when predicted
+    predict_strides: bool = False  # conv: predict stride height and width per layer (paper's second set)
+    rnn_base: int = 8  # rnn: leaves of the cell tree (paper: 8)
+    # -- strategy and REINFORCE ----------------------------------------------------------------
+    strategy: str = "reinforce"  # reinforce (the paper), random, or evolution (regularized evolution)
     replicas: int = 1  # K: controller replicas, each with its own batch in flight (paper: 100)
     batch: int = 5  # m: children per replica batch; one REINFORCE step per finished batch (paper: 8)
     # "batch": a replica samples its next m children when all m of its last ones finished (the paper's
     # replicas); "async": a child is sampled as soon as any child finishes, one update per m results.
     sampling: Literal["batch", "async"] = "async"  # when new children are sampled (see README: Keeping slots busy)
-    checkpoint_seconds: float = 30.0  # write the controller's checkpoint at most this often (and at the end)
-    reuse_rewards: bool = False  # an architecture already trained in this run gets its recorded reward again
-    store: str = "runs"  # where runs live: a folder, file://..., or s3://bucket/prefix (MinIO)
-    run_dir: str | None = None  # this run's own location (folder or s3:// URI); default STORE/<run id>
-    # -- children (evaluator "train") -------------------------------------------------------
-    dataset: str = "fashion-mnist"  # "fashion-mnist", "digits" (8x8, for tests) or "cifar10"
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    # -- child training ------------------------------------------------------------------------
+    evaluator: str = "train"  # train: train every child; table: NAS-Bench-201's lookup (space nb201)
+    dataset: str = "fashion-mnist"  # what children train on (digits: 8x8, for tests; ptb: with space rnn)
     data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place
     train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
-    executor: str = "local"  # where children train: "local" (worker processes) or "kubernetes" (one Job each)
+    executor: str = "local"  # where children train: local worker processes, or one Kubernetes Job each
     workers: int = 2  # local worker processes training children in parallel (on the CPU)
     # Local workers per visible GPU (replacing `workers` when there are GPUs); trials at once in each Job.
     children_per_gpu: int = 1  # children training at once on one GPU (local workers per GPU; trials at once per Job)
     trial_timeout: float | None = None  # seconds before a child is stopped and recorded FAILED
     child: ChildConfig = field(default_factory=ChildConfig)
-    # -- rnn space (dataset "ptb") --------------------------------------------------------------
-    rnn_base: int = 8  # leaves of the cell tree (paper: 8)
+    # -- language model (space rnn) ------------------------------------------------------------
     lm: LMConfig = field(default_factory=LMConfig)  # how each child language model trains
+    # -- Kubernetes (executor kubernetes) ------------------------------------------------------
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)  # the Jobs of executor "kubernetes"
-    # -- metrics ----------------------------------------------------------------------------
+    # -- metrics -------------------------------------------------------------------------------
     metrics_port: int | None = None  # serve Prometheus /metrics on this port (0: any free port; null: off)
     metrics_host: str = "127.0.0.1"  # address to serve metrics on; 0.0.0.0 in a pod
     metrics_linger: float = 60.0  # after the search, keep serving up to this long for a final scrape
-    # -- conv space -------------------------------------------------------------------------
-    start_layers: int = 6  # depth of the first children (paper: 6)
-    grow_every: int = 1600  # add layers every this many samples (paper: 1,600)
-    grow_by: int = 2  # layers added at each step of the schedule (paper: 2)
-    max_layers: int = 20  # the schedule stops growing here
-    filter_sizes: list[int] = field(default_factory=lambda: list(FILTER_SIZES))  # filter height/width values
-    num_filters: list[int] = field(default_factory=lambda: list(NUM_FILTERS))  # number-of-filters values
-    strides: list[int] = field(default_factory=lambda: list(STRIDES))  # stride values, when predicted
-    predict_strides: bool = False  # predict stride height and width per layer (paper's second set)
-    # -- strategies -------------------------------------------------------------------------
-    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
-    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
 
     def validate(self) -> SearchConfig:
         _choice("space", self.space, tuple(SPACES))

@@ -10,9 +10,11 @@ import argparse
 import dataclasses
 import inspect
 import io
+import re
 import tokenize
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -119,34 +121,67 @@ def to_mapping(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per field (nested dataclasses get ``--section.field``). Defaults are left
-    unset (SUPPRESS) so that only flags a user typed override the config file."""
-    docs, hints = field_docs(cls), _hints(cls)
+@cache
+def field_sections(cls: type) -> dict[str, str]:
+    """``{field: title}`` from the ``# -- title ----`` lines that open groups of fields in the class source."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    sections: dict[str, str] = {}
+    title: str | None = None
+    for line in lines:
+        heading = re.match(r"^    # -- (.+?) -*$", line)
+        if heading:
+            title = heading.group(1).strip()
+            continue
+        name = re.match(r"^    (\w+): ", line)
+        if name and title:
+            sections[name.group(1)] = title
+    return sections
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    prefix: str = "",
+    skip: tuple[str, ...] = (),
+    choices: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """One ``--flag`` per field (nested dataclasses get ``--section.field``), in argument groups where the
+    class marks sections (``# -- title``). ``choices`` shows a registry's names for a string field (the
+    config still checks the value, with the message every setting gets). Defaults are left unset
+    (SUPPRESS) so that only flags a user typed override the config file."""
+    docs, hints, sections = field_docs(cls), _hints(cls), field_sections(cls)
+    groups: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         dest = f"{prefix}{f.name}"
         if f.name in skip or dest in skip:
             continue
+        target = parser
+        if f.name in sections and isinstance(parser, argparse.ArgumentParser):
+            title = sections[f.name]
+            target = groups[title] if title in groups else groups.setdefault(title, parser.add_argument_group(title))
         base, _ = _base_type(hints[f.name])
         flag = "--" + dest.replace("_", "-")
         if dataclasses.is_dataclass(base):
-            add_arguments(parser, base, prefix=f"{dest}.", skip=skip)
+            add_arguments(target, base, prefix=f"{dest}.", skip=skip, choices=choices)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         # argparse %-formats help strings: a literal % (e.g. "x0.1 at 50%") must be doubled.
         help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(base) is typing.Literal:
-            parser.add_argument(flag, choices=typing.get_args(base), **kwargs)
+            target.add_argument(flag, choices=typing.get_args(base), **kwargs)
         elif typing.get_origin(base) in (list, tuple):
             (item,) = typing.get_args(base)[:1]
-            parser.add_argument(flag, nargs="+", type=_cli_type(dest, item), metavar=item.__name__.upper(), **kwargs)
+            target.add_argument(flag, nargs="+", type=_cli_type(dest, item), metavar=item.__name__.upper(), **kwargs)
         else:
-            parser.add_argument(
-                flag, type=_cli_type(dest, base), metavar=getattr(base, "__name__", "X").upper(), **kwargs
-            )
+            names = list((choices or {}).get(dest, ()))
+            metavar = "{" + ",".join(names) + "}" if names else getattr(base, "__name__", "X").upper()
+            target.add_argument(flag, type=_cli_type(dest, base), metavar=metavar, **kwargs)
 
 
 def _cli_type(field: str, base: Any) -> Any:
