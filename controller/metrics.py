@@ -125,6 +125,9 @@ class SearchMetrics:
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, run, registry=reg)
 
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, run, buckets=buckets, registry=reg)
+
         # -- trials ---------------------------------------------------------------------------
         self.trials_started = Counter(
             "nasrl_trials_started", "Trial dispatches (a retried trial counts once per attempt)", run, registry=reg
@@ -164,13 +167,7 @@ class SearchMetrics:
         )
         # -- search ---------------------------------------------------------------------------
         self.info = Info("nasrl_search", "The run's search space, strategy and evaluator", run, registry=reg)
-        self.reward = Histogram(
-            "nasrl_reward",
-            "Rewards (validation accuracy) of completed trials",
-            run,
-            buckets=REWARD_BUCKETS,
-            registry=reg,
-        )
+        self.reward = histogram("nasrl_reward", "Rewards (validation accuracy) of completed trials", REWARD_BUCKETS)
         self.reward_last = gauge("nasrl_reward_last", "Reward of the trial that completed last")
         self.reward_best = gauge("nasrl_reward_best", "Best reward of the run so far")
         self.baseline = gauge(
@@ -190,12 +187,10 @@ class SearchMetrics:
         self.grad_norm = gauge("nasrl_policy_grad_norm", "Gradient norm of the last update, before clipping")
         self.updates = Counter("nasrl_policy_updates", "Policy updates (one per finished batch)", run, registry=reg)
         self.policy_version = gauge("nasrl_policy_version", "Updates applied to the policy so far in the run")
-        self.staleness = Histogram(
+        self.staleness = histogram(
             "nasrl_sample_staleness",
             "Policy versions between sampling a child and the update that learnt from it",
-            run,
-            buckets=STALENESS_BUCKETS,
-            registry=reg,
+            STALENESS_BUCKETS,
         )
         self.layers = gauge("nasrl_child_layers", "Layers of the children being sampled now (conv space)")
         # -- health ---------------------------------------------------------------------------
