@@ -3,7 +3,8 @@
 :class:`JobsApi` is the whole surface: create, read, list, watch and delete Jobs, and list Pods. Objects
 go in and come out as plain dicts in the API's own JSON shape (``metadata.resourceVersion``), so a test
 double (``tests/fakes/jobs_api.py``) implements it without the client's model classes. Every failure is
-a :class:`KubeApiError` with the HTTP status (None for a connection error) and any ``Retry-After``.
+a :class:`KubeApiError` with the HTTP status (None for a connection error) and any ``Retry-After``;
+:func:`call_api` retries the temporary ones with the one policy of :mod:`controller.retry`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from controller.errors import NasrlError
+from controller.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,44 +60,59 @@ class JobsApi(Protocol):
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]: ...
 
 
-@dataclass(frozen=True)
-class ApiRetry:
-    """Exponential backoff with full jitter on temporary errors, up to a deadline; a 429's Retry-After
-    is waited out as asked (the server knows best when it will have room)."""
+def api_policy(deadline: float) -> RetryPolicy:
+    """The API calls' retries: 0.5 s doubling to 16 s, for ``deadline`` seconds (``api_retry_seconds``)."""
+    return RetryPolicy(deadline=deadline, base=0.5, cap=16.0)
 
-    deadline: float = 120.0  # give up after this many seconds of failures
-    base: float = 0.5  # first backoff ceiling, doubled each attempt
-    cap: float = 16.0  # largest backoff ceiling
 
-    def call(
-        self,
-        fn: Callable[[], T],
-        what: str,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        on_error: Callable[[KubeApiError], None] | None = None,
-    ) -> T:
-        rng = rng or random.Random()
-        start, attempt = clock(), 0
-        while True:
-            try:
-                return fn()
-            except KubeApiError as e:
-                if on_error is not None:  # metrics count every error, retried or not
-                    on_error(e)
-                if not e.retryable:
-                    raise
-                elapsed = clock() - start
-                if e.status == 429 and e.retry_after is not None:
-                    delay = e.retry_after
-                else:
-                    delay = rng.uniform(0, min(self.cap, self.base * 2**attempt))
-                if elapsed + delay > self.deadline:
-                    raise KubeApiError(e.status, f"{e.reason} ({what}: still failing after {elapsed:.0f} s)") from e
-                log.info("kubernetes: %s: %s; retrying in %.1f s", what, e, delay)
-                attempt += 1
-                sleep(delay)
+def call_api(
+    fn: Callable[[], T],
+    what: str,
+    policy: RetryPolicy,
+    *,
+    on_error: Callable[[KubeApiError], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``fn()``, retried by ``policy`` on temporary errors (5xx, 429, no answer; a 429's Retry-After is waited
+    out as asked). ``on_error`` hears of every error, retried or not (metrics count them). Once the deadline
+    has passed, the last error says what was called and for how long it failed."""
+    started = clock()
+
+    def attempt() -> T:
+        try:
+            return fn()
+        except KubeApiError as e:
+            if on_error is not None:
+                on_error(e)
+            raise
+
+    def on_retry(e: BaseException, attempt: int, delay: float) -> None:
+        log.info("kubernetes: %s: %s; retrying in %.1f s", what, e, delay)
+
+    try:
+        return policy.call(attempt, temporary, on_retry, sleep=sleep, clock=clock)
+    except KubeApiError as e:
+        if not e.retryable:
+            raise
+        raise KubeApiError(e.status, f"{e.reason} ({what}: still failing after {clock() - started:.0f} s)") from e
+
+
+def delete_job(call: Callable[[Callable[[], Any], str], Any], api: JobsApi, namespace: str, name: str) -> bool:
+    """Delete Job ``name`` through ``call`` (``fn``, what it is: the caller's retries); False when it was
+    gone already, which is what we wanted."""
+    try:
+        call(lambda: api.delete_job(namespace, name), f"delete Job {name}")
+        return True
+    except KubeApiError as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def temporary(e: BaseException) -> bool:
+    """An API error that the same call may not meet again (see :attr:`KubeApiError.retryable`)."""
+    return isinstance(e, KubeApiError) and e.retryable
 
 
 def _retry_after(headers: Any) -> float | None:

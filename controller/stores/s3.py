@@ -26,11 +26,14 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import urlparse
+from xml.etree import ElementTree
 
 import urllib3
 from minio import Minio
+from minio.credentials import StaticProvider
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from controller.errors import StoreError
@@ -40,6 +43,8 @@ from controller.stores.retry import RetryPolicy
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A conditional PUT's answers when the key exists (or another such PUT is under way): someone published first.
+PUBLISHED_ALREADY = {"PreconditionFailed", "ConditionalRequestConflict"}
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 # What OpenSSL says when the other end answers a TLS hello in plain text (the wording varies by version).
 PLAIN_HTTP_ANSWERS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
@@ -130,6 +135,19 @@ def _tls_problem(e: BaseException) -> str | None:
     return None
 
 
+def _error_of(response: urllib3.BaseHTTPResponse) -> Exception:
+    """The error of a failed request sent outside minio, as minio would have raised it."""
+    if response.data and "xml" in response.headers.get("content-type", ""):
+        try:
+            return S3Error.fromxml(response)
+        except ElementTree.ParseError:
+            pass
+    if response.status >= 500:
+        return ServerError(f"server failed with HTTP status code {response.status}", response.status)
+    body = response.data.decode(errors="replace") if response.data else None
+    return InvalidResponseError(response.status, response.headers.get("content-type"), body)
+
+
 class S3Store(BaseStore):
     def __init__(
         self, uri: str, settings: S3Settings | None = None, retry: RetryPolicy | None = None, create_bucket: bool = True
@@ -143,22 +161,15 @@ class S3Store(BaseStore):
         self.wrote = False  # whether anything was written through this store (see StoreUnavailable)
         s = self.settings
         # Our own retries (deadline-based, below); the pool's are off so the two do not multiply.
-        http = urllib3.PoolManager(
+        self.http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0),
             retries=False,
             maxsize=16,
             cert_reqs="CERT_REQUIRED" if s.secure else "CERT_NONE",
             ca_certs=s.ca_bundle or (os.environ.get("SSL_CERT_FILE") if s.secure else None),
         )
-        self.client = Minio(
-            s.endpoint,
-            access_key=s.access_key,
-            secret_key=s.secret_key,
-            session_token=s.session_token,
-            secure=s.secure,
-            region=s.region,
-            http_client=http,
-        )
+        keys = StaticProvider(s.access_key, s.secret_key, s.session_token) if s.access_key else None
+        self.client = Minio(s.endpoint, secure=s.secure, region=s.region, http_client=self.http, credentials=keys)
         if create_bucket:
             self._ensure_bucket()
 
@@ -257,20 +268,21 @@ class S3Store(BaseStore):
 
     def write_once(self, key: str, data: bytes) -> bool:
         name = self._key(key)
+        return self._call(f"publishing {key}", lambda: self._put_if_absent(name, data), changes=True)
 
-        def put() -> bool:
-            try:
-                # A conditional PUT (If-None-Match: *): the server refuses to replace an existing key, so
-                # two trainers racing on one trial cannot both publish. minio-py exposes headers only on
-                # its lower-level _put_object.
-                self.client._put_object(self.bucket, name, data, headers={"If-None-Match": "*"})
-                return True
-            except S3Error as e:
-                if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                raise
-
-        return self._call(f"publishing {key}", put, changes=True)
+    def _put_if_absent(self, name: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): the server refuses to replace an existing key, so two
+        trainers racing on one trial cannot both publish. minio-py's ``put_object`` sends any header it does
+        not know as user metadata (``X-Amz-Meta-If-None-Match``), so the PUT goes to a presigned URL: the
+        same single signed request, with the header as it is."""
+        url = self.client.get_presigned_url("PUT", self.bucket, name, expires=timedelta(minutes=10))
+        response = self.http.request("PUT", url, body=data, headers={"If-None-Match": "*"})
+        if response.status == 200:
+            return True
+        error = _error_of(response)
+        if response.status == 412 or (isinstance(error, S3Error) and error.code in PUBLISHED_ALREADY):
+            return False
+        raise error
 
     def exists(self, key: str) -> bool:
         name = self._key(key)

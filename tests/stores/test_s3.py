@@ -188,3 +188,17 @@ def test_a_new_search_on_an_unreachable_store_says_nothing_was_written(tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "kept failing for 1 s" in out.stderr and "nothing of the run was written yet" in out.stderr
     assert "checkpointed" not in out.stderr and "--resume" not in out.stderr
+
+
+def test_racing_publishers_have_one_winner_and_a_refused_publish_names_the_setting(s3_env, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(f"s3://nasrl-tests/{uuid.uuid4().hex[:8]}")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda n: store.write_once("result.json", str(n).encode()), range(8)))
+    assert won.count(True) == 1 and store.read("result.json") == str(won.index(True)).encode()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret")
+    refused = S3Store(store.uri, create_bucket=False)
+    with pytest.raises(StoreError, match=r"publishing other\.json was refused \(SignatureDoesNotMatch\)"):
+        refused.write_once("other.json", b"x")
+    assert not store.exists("other.json")
