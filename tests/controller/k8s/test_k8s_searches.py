@@ -120,10 +120,12 @@ def test_a_search_trains_real_children_in_batch_jobs(fake, tmp_path):
     """The fake kubelet runs each Job's trial batch as `nasrl train` would, in process."""
     run_dir = str(tmp_path / RUN_ID)
     files = RunFiles(open_store(run_dir))
+    per_job: list[int] = []  # trials each Job ran
 
     def kubelet(job: dict[str, Any]) -> int:
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         uris = [args[i + 1] for i, arg in enumerate(args) if arg == "--trial"]
+        per_job.append(len(uris))
         run_trials(uris, num_threads=1)
         return 0
 
@@ -135,5 +137,8 @@ def test_a_search_trains_real_children_in_batch_jobs(fake, tmp_path):
     finally:
         executor.close()
     assert summary["trials_completed"] == 6 and summary["trials_failed"] == 0
-    assert len(fake.created) <= 4 and fake.max_unfinished <= 2  # 6 trials in at most 4 Jobs, 2 alive at once
+    # Trials share Jobs (at most 2 each) and at most 2 Jobs live at once. How many Jobs exactly depends on
+    # when results arrive (a lone late result can start a partial batch), so only "fewer than one per trial".
+    assert sum(per_job) == 6 and max(per_job) == 2 and len(fake.created) == len(per_job) < 6
+    assert fake.max_unfinished <= 2
     assert all(files.read_result(f"t{n:05d}").status == "COMPLETE" for n in range(6))
