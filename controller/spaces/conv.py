@@ -52,6 +52,7 @@ class ConvSpace(BaseSpace):
     reward_label = "validation accuracy"
     drawing = "controller.report.architecture:conv_figure"
     grows_with_depth = True
+    costs = ("latency", "flops", "parameters")  # the trainer counts and times each child (components/trainer/costs.py)
 
     @classmethod
     def options_from(cls, settings: Any, num_layers: int | None = None) -> dict[str, Any]:
@@ -133,6 +134,9 @@ class ConvSpace(BaseSpace):
         if not isinstance(architecture, dict) or architecture.get("space") != self.name:
             got = architecture.get("space") if isinstance(architecture, dict) else architecture
             raise SpaceError(f"space: {got!r} is not allowed (allowed: {self.name!r})")
+        unknown = sorted(set(architecture) - {"space", "layers"})
+        if unknown:  # a key the space would drop on the way back from its actions
+            raise SpaceError(f"architecture: unknown keys {unknown} are not allowed (allowed: 'space', 'layers')")
         layers = architecture.get("layers")
         if not isinstance(layers, list) or len(layers) != self.num_layers:
             n = len(layers) if isinstance(layers, list) else layers

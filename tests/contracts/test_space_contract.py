@@ -160,14 +160,6 @@ def test_a_missing_field_is_refused(space):
 
 
 def test_an_unknown_field_is_refused(space, request):
-    if isinstance(space, ConvSpace):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ConvSpace.validate checks each layer's keys but not the top level: "
-                "{'space': 'conv', 'layers': [...], 'extra': 1} passes, and architecture(actions(a)) drops 'extra'",
-            )
-        )
     architecture = _samples(space, n=1)[0] | {"extra": 1}
     with pytest.raises(SpaceError, match="allowed"):
         space.validate(architecture)
