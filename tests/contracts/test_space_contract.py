@@ -159,7 +159,7 @@ def test_a_missing_field_is_refused(space):
             space.validate(broken)
 
 
-def test_an_unknown_field_is_refused(space, request):
+def test_an_unknown_field_is_refused(space):
     architecture = _samples(space, n=1)[0] | {"extra": 1}
     with pytest.raises(SpaceError, match="allowed"):
         space.validate(architecture)
