@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a run's summary and its top trials")
     show.add_argument("run", metavar="RUN", help="run directory")
     show.add_argument("--top", type=int, default=10, help="how many trials to list (default: 10)")
+    show.add_argument("--pareto", action="store_true", help="list the children no other beats in reward and cost")
     return parser
 
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show":
             from controller.show import show_run
 
-            print(show_run(args.run, top=args.top))
+            print(show_run(args.run, top=args.top, pareto=args.pareto))
             return 0
     except SearchStopped as e:
         print(f"nasrl: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ from controller.errors import ConfigError
 from controller.evaluators import EVALUATORS
 from controller.executors import EXECUTORS
 from controller.executors.k8s_config import KubernetesConfig
+from controller.objective import ObjectiveConfig
 from controller.policies import STRATEGIES, EvolutionConfig, ReinforceConfig
 from controller.settings import from_mapping, merge, to_mapping
 from controller.spaces import SPACES, BaseSpace, make_space
@@ -95,6 +96,9 @@ class SearchConfig:
     sampling: Literal["batch", "async"] = "async"  # when new children are sampled (see README: Keeping slots busy)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    # -- objective -----------------------------------------------------------------------------
+    # What the policy learns from: accuracy (the paper), or MnasNet's accuracy x (cost / target)^weight.
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # -- child training ------------------------------------------------------------------------
     evaluator: str = "train"  # train: train every child; table: NAS-Bench-201's lookup (space nb201)
     dataset: str = "fashion-mnist"  # what children train on (digits: 8x8, for tests; ptb: with space rnn)
@@ -153,6 +157,7 @@ class SearchConfig:
             raise ConfigError("evolution.population_size", self.evolution.population_size, "an integer >= 1")
         if self.evolution.tournament_size < 1:
             raise ConfigError("evolution.tournament_size", self.evolution.tournament_size, "an integer >= 1")
+        self.objective.validate(SPACES[self.space])  # the space says which costs its children report
         self.make_space()  # the space checks its own value sets
         return self
 

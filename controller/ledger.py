@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.errors import LedgerError
+from controller.objective import ObjectiveConfig
 from controller.spaces import Architecture
 
 
@@ -80,9 +81,14 @@ class Ledger:
     Every operation the search loop does per event is O(log n) or better: the WAITING trials are kept
     in a queue ordered by trial number, and the counts per state and the best trial are kept as trials
     change, so nothing scans the whole run (12,800 trials at paper scale).
+
+    The best trial is kept twice: by reward (the raw validation accuracy) and by the run's ``objective``
+    (the same trial unless the objective trades accuracy against a cost).
     """
 
-    def __init__(self, records: list[TrialRecord] | None = None) -> None:
+    def __init__(self, records: list[TrialRecord] | None = None, objective: ObjectiveConfig | None = None) -> None:
+        self.objective = objective or ObjectiveConfig()
+        self._best_objective: tuple[tuple[bool, float, int], TrialRecord] | None = None
         self._records: dict[str, TrialRecord] = {}
         self._finish_order: list[str] = []
         self._waiting: list[tuple[int, str]] = []  # heap of (number, trial id); stale entries skipped on pop
@@ -119,8 +125,12 @@ class Ledger:
         self._counts[new.state] += 1
         if new.state == TrialState.WAITING:
             heapq.heappush(self._waiting, (new.number, new.trial_id))
-        if new.state == TrialState.COMPLETE and (self._best is None or _rank(new) < _rank(self._best)):
-            self._best = new
+        if new.state == TrialState.COMPLETE:
+            if self._best is None or _rank(new) < _rank(self._best):
+                self._best = new
+            rank = self._objective_rank(new)
+            if self._best_objective is None or rank < self._best_objective[0]:
+                self._best_objective = (rank, new)
 
     def add(self, record: TrialRecord) -> TrialRecord:
         if record.trial_id in self._records:
@@ -209,11 +219,27 @@ class Ledger:
         return {s.value: self._counts[s] for s in TrialState}
 
     def best(self) -> TrialRecord | None:
+        """The completed trial with the highest reward (raw accuracy)."""
         return self._best
 
-    def top(self, k: int) -> list[TrialRecord]:
+    def best_by_objective(self) -> TrialRecord | None:
+        """The completed trial with the highest objective: what the search looked for."""
+        return self._best_objective[1] if self._best_objective is not None else None
+
+    def objective_of(self, record: TrialRecord) -> float | None:
+        """A completed trial's objective; None for others, and where the traded cost is missing."""
+        if record.state != TrialState.COMPLETE or record.reward is None:
+            return None
+        return self.objective.value(record.reward, record.metrics)
+
+    def top(self, k: int, by_objective: bool = False) -> list[TrialRecord]:
         done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
-        return sorted(done, key=_rank)[:k]
+        return sorted(done, key=self._objective_rank if by_objective else _rank)[:k]
+
+    def _objective_rank(self, record: TrialRecord) -> tuple[bool, float, int]:
+        # As _rank, by the objective; a trial without its cost ranks after every one with it.
+        value = self.objective_of(record)
+        return (value is None, -(value or 0.0), record.number)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]

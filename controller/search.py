@@ -83,7 +83,7 @@ class Search:
         """The state of a run that has sampled nothing yet."""
         config = self.config
         self.policy = make_policy(config, config.make_space(config.max_layers))
-        self.ledger = Ledger()
+        self.ledger = Ledger(objective=config.objective)
         self.state = SearchState(run_id, replicas=[[] for _ in range(config.replicas)])
         self.journal = Journal(self.files.store) if self.files is not None else None
         self.resumed = False
@@ -307,6 +307,7 @@ class Search:
                 rec.policy_version,
                 rec.reward if rec.state == TrialState.COMPLETE else None,
                 self.space_of(rec.architecture),
+                rec.metrics,  # the costs an objective trades against
             )
             for rec in records
         ]
@@ -349,34 +350,4 @@ class Search:
 
     def summary(self) -> dict[str, Any]:
         """Run-wide figures only: per-trial detail lives in the journal (``nasrl show``, ``nasrl report``)."""
-        counts = self.ledger.counts()
-        best = self.ledger.best()
-        return {
-            "run_id": self.state.run_id,
-            "space": self.config.space,
-            "strategy": self.config.strategy,
-            "sampling": self.config.sampling,
-            "evaluator": self.config.evaluator,
-            "seed": self.config.seed,
-            "trials_requested": self.config.trials,
-            "trials_completed": counts["COMPLETE"],
-            "trials_failed": counts["FAILED"],
-            "trials_running": counts["RUNNING"] + counts["WAITING"],
-            "finished": self.state.finished,
-            "policy_version": self.policy.version,
-            "updates": self.state.updates,
-            "baseline": self.policy.baseline,
-            "best": None
-            if best is None
-            else {
-                "trial_id": best.trial_id,
-                "reward": best.reward,
-                "architecture": best.architecture,
-                "architecture_id": best.architecture_id,
-                "summary": self.space_of(best.architecture).summary(best.architecture),
-                "metrics": {k: v for k, v in best.metrics.items() if k != "curves"},
-            },
-            "journal_segments": self.journal.segments if self.journal is not None else 0,
-            "started_at": self.state.started_at,
-            "updated_at": time.time(),
-        }
+        return search_state.summary(self)

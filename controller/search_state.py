@@ -85,6 +85,47 @@ def save(search: Search) -> None:
     search._emit("checkpoint", time.time())
 
 
+def summary(search: Search) -> dict[str, Any]:
+    """What ``summary.json`` holds: run-wide figures, and the best child. With an objective that trades accuracy
+    against a cost, the best child is the best by the objective, with its raw accuracy (``reward``) beside it."""
+    config, counts = search.config, search.ledger.counts()
+    objective = config.objective
+    best = search.ledger.best_by_objective()
+    return {
+        "run_id": search.state.run_id,
+        "space": config.space,
+        "strategy": config.strategy,
+        "sampling": config.sampling,
+        "evaluator": config.evaluator,
+        "seed": config.seed,
+        "objective": dataclasses.asdict(objective),
+        "trials_requested": config.trials,
+        "trials_completed": counts["COMPLETE"],
+        "trials_failed": counts["FAILED"],
+        "trials_running": counts["RUNNING"] + counts["WAITING"],
+        "finished": search.state.finished,
+        "policy_version": search.policy.version,
+        "updates": search.state.updates,
+        "baseline": search.policy.baseline,
+        "best": None
+        if best is None
+        else {
+            "trial_id": best.trial_id,
+            "reward": best.reward,
+            "objective": search.ledger.objective_of(best),
+            "cost": objective.cost(best.metrics) if objective.trades else None,
+            "meets_target": objective.meets_target(best.metrics),
+            "architecture": best.architecture,
+            "architecture_id": best.architecture_id,
+            "summary": search.space_of(best.architecture).summary(best.architecture),
+            "metrics": {k: v for k, v in best.metrics.items() if k != "curves"},
+        },
+        "journal_segments": search.journal.segments if search.journal is not None else 0,
+        "started_at": search.state.started_at,
+        "updated_at": time.time(),
+    }
+
+
 def restore(search: Search, checkpoint: dict[str, Any]) -> None:
     if checkpoint["format"] == 1:
         from controller.migrate import from_format_1

@@ -14,9 +14,9 @@ from controller.spaces import BaseSpace
 
 # strategy name -> how a search config makes it (``space``: the largest space the run will sample from)
 STRATEGY_CLASSES: dict[str, Callable[[Any, BaseSpace], BasePolicy]] = {
-    "reinforce": lambda config, space: ReinforcePolicy(space, config.reinforce, seed=config.seed),
-    "random": lambda config, space: RandomPolicy(seed=config.seed),
-    "evolution": lambda config, space: EvolutionPolicy(config.evolution, seed=config.seed),
+    "reinforce": lambda config, space: ReinforcePolicy(space, config.reinforce, config.seed, config.objective),
+    "random": lambda config, space: RandomPolicy(config.seed, config.objective),
+    "evolution": lambda config, space: EvolutionPolicy(config.evolution, config.seed, config.objective),
 }
 STRATEGIES = tuple(STRATEGY_CLASSES)
 

@@ -7,10 +7,11 @@ or a Kubernetes Job while the policy waits.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.objective import ObjectiveConfig
 from controller.spaces import Architecture, BaseSpace
 
 
@@ -26,7 +27,8 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Feedback:
-    """What :meth:`BasePolicy.tell` learns from: a proposal's architecture, its version and its reward.
+    """What :meth:`BasePolicy.tell` learns from: a proposal's architecture, its version, its reward (the raw
+    validation accuracy) and the trial's metrics (where its costs are, for an objective that trades them).
 
     ``reward`` is None for a failed trial: the policy records it but does not learn from it.
     """
@@ -35,6 +37,7 @@ class Feedback:
     policy_version: int
     reward: float | None
     space: BaseSpace | None = None  # the space it was sampled from, if not the one given to ``tell``
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # params, flops, latency_seconds, ...
 
 
 @dataclass
@@ -72,6 +75,8 @@ class BasePolicy(ABC):
       with ``versioned_state_dict()`` / ``load_versioned_state_dict()`` (what changes only with
       ``version``: weights, optimiser, baseline) they are everything needed to continue exactly. The
       checkpoint writes the first often and the second once per version: both stay small or flat.
+    - What a policy learns from is its ``objective`` of each reward (:meth:`objective_value`): the raw
+      accuracy, or MnasNet's accuracy traded against a cost. Nothing outside the policy transforms rewards.
     - The hooks below are no-ops here; a policy with weights overrides them (``ReinforcePolicy``), so
       the search loop never needs to know which policy it drives.
 
@@ -81,6 +86,7 @@ class BasePolicy(ABC):
     name: str
     version: int = 0
     baseline: float | None = None  # REINFORCE's moving average of rewards; None for policies without one
+    objective: ObjectiveConfig = ObjectiveConfig()  # accuracy alone unless the run trades it against a cost
 
     @abstractmethod
     def ask(self, n: int, space: BaseSpace) -> list[Proposal]: ...
@@ -94,6 +100,12 @@ class BasePolicy(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def objective_value(self, feedback: Feedback) -> float | None:
+        """What this policy learns from one trial: the objective of its reward; None for a failure."""
+        if feedback.reward is None:
+            return None
+        return self.objective.learning_value(float(feedback.reward), feedback.metrics)
 
     # -- optional hooks -----------------------------------------------------------------------
     def versioned_state_dict(self) -> dict[str, Any]:

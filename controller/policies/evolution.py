@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import NasrlError
+from controller.objective import ObjectiveConfig
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.policies.random_search import _as_rng_state
 from controller.spaces import BaseSpace
@@ -23,10 +24,13 @@ class EvolutionConfig:
 class EvolutionPolicy(BasePolicy):
     name = "evolution"
 
-    def __init__(self, config: EvolutionConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, config: EvolutionConfig | None = None, seed: int = 0, objective: ObjectiveConfig | None = None
+    ) -> None:
         self.config = config or EvolutionConfig()
+        self.objective = objective or ObjectiveConfig()
         self.rng = random.Random(seed)
-        self.population: deque[tuple[dict, float]] = deque()
+        self.population: deque[tuple[dict, float]] = deque()  # (architecture, its objective), oldest first
         self.version = 0
 
     def ask(self, n: int, space: BaseSpace) -> list[Proposal]:
@@ -51,7 +55,7 @@ class EvolutionPolicy(BasePolicy):
         for f in batch:
             if f.reward is None:
                 continue
-            self.population.append((f.architecture, f.reward))
+            self.population.append((f.architecture, self.objective_value(f)))  # type: ignore[arg-type]
             while len(self.population) > self.config.population_size:
                 self.population.popleft()
         return UpdateStats(self.version, [f.reward for f in batch if f.reward is not None])

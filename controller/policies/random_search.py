@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from controller.objective import ObjectiveConfig
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.spaces import BaseSpace
 
@@ -13,8 +14,9 @@ from controller.spaces import BaseSpace
 class RandomPolicy(BasePolicy):
     name = "random"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, objective: ObjectiveConfig | None = None) -> None:
         self.rng = random.Random(seed)
+        self.objective = objective or ObjectiveConfig()  # kept to say what the run optimises; never learnt from
         self.version = 0
 
     def ask(self, n: int, space: BaseSpace) -> list[Proposal]:

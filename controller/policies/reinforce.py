@@ -19,6 +19,7 @@ from typing import Any, Literal, cast, get_args
 import torch
 
 from controller.errors import ConfigError
+from controller.objective import ObjectiveConfig
 from controller.policies.base import BasePolicy, Feedback, Proposal, UpdateStats
 from controller.policies.controller_lstm import ControllerLSTM
 from controller.spaces import Anchor, BaseSpace, Choice
@@ -89,9 +90,16 @@ def baseline_as_reward(baseline: float, transform: RewardTransform) -> float:
 class ReinforcePolicy(BasePolicy):
     name = "reinforce"
 
-    def __init__(self, space: BaseSpace, config: ReinforceConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: BaseSpace,
+        config: ReinforceConfig | None = None,
+        seed: int = 0,
+        objective: ObjectiveConfig | None = None,
+    ) -> None:
         self.config = config or ReinforceConfig()
         self.config.validate()
+        self.objective = objective or ObjectiveConfig()
         self.reward_transform = resolve_reward_transform(self.config.reward_transform, space)
         torch.manual_seed(seed)  # weight init
         # ``space`` is the largest space the policy will see (the conv schedule's max depth).
@@ -127,9 +135,9 @@ class ReinforcePolicy(BasePolicy):
 
     # -- learning ---------------------------------------------------------------------------
     def tell(self, batch: Sequence[Feedback], space: BaseSpace) -> UpdateStats:
-        """One REINFORCE step from a replica's batch of m rewards."""
+        """One REINFORCE step from a replica's batch of m rewards: each its objective, then transformed."""
         ok = [f for f in batch if f.reward is not None]
-        rewards = [transform_reward(float(f.reward), self.reward_transform) for f in ok]  # type: ignore[arg-type]
+        rewards = [transform_reward(self.objective_value(f), self.reward_transform) for f in ok]  # type: ignore[arg-type]
         stats = UpdateStats(self.version, [float(f.reward) for f in ok])  # type: ignore[arg-type]
         stats.staleness = [self.version - f.policy_version for f in ok]
         if not ok:

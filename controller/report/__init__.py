@@ -3,6 +3,8 @@
 - ``reward.png``        the first run: every trial's reward, its moving average and the REINFORCE baseline
 - ``best_so_far.png``   best reward so far per run (how reinforce and random runs are compared)
 - ``runs.png``          the moving-average reward per run, only when there are several runs
+- ``pareto.png``        the first run: reward against cost (the objective's, or parameters), its Pareto front
+                        and the objective's target, when its children report that cost
 - ``architecture.png``  the first run's best architecture as a diagram
 
 A run that is still going is reported as far as its last checkpoint. Runs that differ in space, dataset
@@ -37,6 +39,7 @@ from controller.report.architecture import (
     rnn_cell_figure,
 )
 from controller.report.curves import BASELINE_LABEL, best_so_far_figure, reward_figure, runs_figure
+from controller.report.pareto import FRONT_LABEL, costed_children, pareto_figure
 from controller.report.runs import (
     RunData,
     comparison_facts,
@@ -51,6 +54,7 @@ from controller.report.series import best_so_far, moving_average, shared_window,
 __all__ = [
     "BASELINE_LABEL",
     "CONV_BOX_NOTE",
+    "FRONT_LABEL",
     "RunData",
     "architecture_figure",
     "best_so_far",
@@ -64,8 +68,10 @@ __all__ = [
     "draw_rnn_cell",
     "load_run",
     "moving_average",
+    "pareto_figure",
     "plot_architecture",
     "plot_best_so_far",
+    "plot_pareto",
     "plot_reward",
     "plot_runs",
     "reward_axis_label",
@@ -102,6 +108,10 @@ def plot_runs(runs: Sequence[RunData], path: pathlib.Path, warning: str | None =
     return save(runs_figure(runs, warning), path)
 
 
+def plot_pareto(run: RunData, path: pathlib.Path) -> pathlib.Path:
+    return save(pareto_figure(run), path)
+
+
 def plot_architecture(best: TrialRecord, path: pathlib.Path) -> pathlib.Path:
     return save(architecture_figure(best), path)
 
@@ -129,6 +139,8 @@ def write_report(run_dirs: list[str], out_dir: str | None = None) -> list[pathli
     written = [plot_reward(runs[0], out / "reward.png"), plot_best_so_far(runs, out / "best_so_far.png", warning)]
     if len(runs) > 1:
         written.append(plot_runs(runs, out / "runs.png", warning))
+    if costed_children(runs[0]):
+        written.append(plot_pareto(runs[0], out / "pareto.png"))
     if runs[0].best is not None:
         written.append(plot_architecture(runs[0].best, out / "architecture.png"))
     return written

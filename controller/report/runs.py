@@ -26,7 +26,7 @@ class RunData:
     label: str  # "reinforce (seed 0)"
     finished: list[TrialRecord]  # completed and failed trials, in completion order
     updates: list[dict[str, Any]]  # one per policy update (SearchState.updates)
-    best: TrialRecord | None
+    best: TrialRecord | None  # the run's best child by its objective (its reward, unless it traded a cost)
     reward_transform: RewardTransform  # what the REINFORCE baseline was averaged over
     config: SearchConfig | None = None  # the run's settings: what its reward measures, what to compare
 
@@ -53,16 +53,16 @@ def load_run(run_dir: str) -> RunData:
     if summary is None or contents is None:
         what = "no config.yaml" if files.read_config() is None else f"no {SUMMARY} or {CHECKPOINT} yet"
         raise NasrlError(f"{run_dir!r} holds no nasrl run to report ({what})")
-    ledger = Ledger()
+    config = config_from_yaml_text(files.read_config() or "")
+    ledger = Ledger(objective=config.objective)
     for record in contents.trials:
         ledger.add_finished(record)
-    config = config_from_yaml_text(files.read_config() or "")
     return RunData(
         path=run_dir,
         label=f"{summary['strategy']} (seed {summary['seed']})",
         finished=ledger.finished_in_order(),
         updates=contents.updates,
-        best=ledger.best(),
+        best=ledger.best_by_objective(),  # the best by reward unless the run traded accuracy against a cost
         reward_transform=resolve_reward_transform(config.reinforce.reward_transform, SPACES[config.space]),
         config=config,
     )
@@ -92,6 +92,7 @@ def comparison_facts(config: SearchConfig) -> dict[str, dict[str, str]]:
         "space": {"": config.space},
         f"{config.space} space settings": {k: str(v) for k, v in space.items() if k != "name"},
         "dataset": {"": data},
+        "objective": {k: str(v) for k, v in dataclasses.asdict(config.objective).items()},
         f"{config.strategy} settings": {k: str(v) for k, v in strategy_settings.items()},
     }
 

@@ -73,6 +73,9 @@ class BaseSpace(ABC):
     task: str | None = "image"
     # Whether the architecture's size follows the search's depth schedule (the paper's conv layers grow 6 -> 20).
     grows_with_depth: bool = False
+    # The costs its children's results report (kinds of controller.objective: latency, flops, parameters):
+    # what an objective may trade accuracy against.
+    costs: tuple[str, ...] = ()
     # "module:function" drawing an architecture for `nasrl report` (imported only then: matplotlib is heavy).
     drawing: str
 

@@ -23,6 +23,7 @@ class NB201Space(BaseSpace):
     reward_label = "CIFAR-10 accuracy (NAS-Bench-201 table)"
     drawing = "controller.report.architecture:nb201_figure"
     task = None
+    costs = ("flops", "parameters")  # the table's own counts; it holds no latency
 
     def steps(self) -> list[Step]:
         return [Choice("op", OPS) for _ in EDGES]

@@ -116,6 +116,7 @@ class RNNCellSpace(BaseSpace):
     drawing = "controller.report.architecture:cell_figure"
     default_reward_transform = "identity"  # c/ppl^2 is ~1e-4 already; cubed it would vanish
     task = "language"
+    costs = ("parameters",)  # the language-model trainer counts parameters only
 
     @classmethod
     def options_from(cls, settings: Any, num_layers: int | None = None) -> dict[str, Any]:

@@ -181,3 +181,20 @@ def test_the_space_may_grow_between_asks(make):
         for p in proposals:
             deep.validate(p.architecture)
         policy.tell(feedback(proposals), deep)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_policy_carries_the_runs_objective_and_learns_from_results_with_their_costs(strategy):
+    space = NB201Space()
+    objective = {"kind": "parameters", "target": 1000.0, "hard": True}
+    config = build_config({"space": "nb201", "evaluator": "table", "strategy": strategy, "objective": objective})
+    policy = STRATEGY_CLASSES[strategy](config, space)
+    assert policy.objective == config.objective
+    for _ in range(3):
+        proposals = policy.ask(4, space)
+        told = [
+            Feedback(p.architecture, p.policy_version, reward_of(p.architecture), metrics={"params": 400 * (k + 1)})
+            for k, p in enumerate(proposals)
+        ]
+        stats = policy.tell(told, space)
+        assert stats.rewards == [f.reward for f in told if f.reward is not None]  # the raw rewards, as measured

@@ -1,3 +1,6 @@
+import pytest
+
+from controller.objective import ObjectiveConfig
 from controller.policies import EvolutionConfig, EvolutionPolicy, Feedback
 from controller.spaces import NB201Space
 
@@ -22,3 +25,20 @@ def test_random_start_is_uniform_enough():
     ops = [op for p in policy.ask(500, space) for op in p.architecture["edges"]]
     counts = {op: ops.count(op) for op in set(ops)}
     assert len(counts) == 5 and min(counts.values()) > 0.15 * len(ops)
+
+
+def test_the_tournament_picks_the_parent_with_the_best_objective_not_the_best_accuracy():
+    space = NB201Space()
+    hard = ObjectiveConfig("flops", 1e8, hard=True)
+    policy = EvolutionPolicy(EvolutionConfig(population_size=2, tournament_size=2), seed=0, objective=hard)
+    heavy, lean = (p.architecture for p in policy.ask(2, space))
+    policy.tell(
+        [
+            Feedback(heavy, 0, 0.93, metrics={"flops": 4e8}),  # the most accurate, four times over the target
+            Feedback(lean, 0, 0.85, metrics={"flops": 5e7}),
+        ],
+        space,
+    )
+    assert [fitness for _, fitness in policy.population] == [pytest.approx(0.93 / 4), 0.85]
+    child = policy.ask(1, space)[0].architecture
+    assert sum(a != b for a, b in zip(lean["edges"], child["edges"], strict=True)) == 1  # a mutant of the lean one

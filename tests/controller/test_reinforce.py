@@ -6,6 +6,7 @@ import torch
 from controller import checkpoint
 from controller.config import build_config
 from controller.errors import ConfigError
+from controller.objective import ObjectiveConfig
 from controller.policies import Feedback, ReinforceConfig, ReinforcePolicy
 from controller.policies.reinforce import baseline_as_reward, resolve_reward_transform, transform_reward
 from controller.spaces import ConvSpace, NB201Space, RNNCellSpace
@@ -89,6 +90,21 @@ def test_baseline_is_an_ema_of_previous_rewards():
     assert stats.baseline == pytest.approx(b1)  # the advantage uses the baseline of *previous* rewards
     assert stats.advantage == pytest.approx(1.0 - b1)
     assert policy.baseline == pytest.approx(0.9 * b1 + 0.1)
+
+
+def test_the_policy_learns_from_the_objective_then_transforms_it_and_reports_the_raw_reward():
+    space = NB201Space()
+    objective = ObjectiveConfig("parameters", 1000.0, hard=True)
+    policy = ReinforcePolicy(space, ReinforceConfig(reward_transform="cube"), seed=0, objective=objective)
+    batch = policy.ask(2, space)
+    told = [
+        Feedback(batch[0].architecture, 0, 0.9, metrics={"params": 500}),  # under the target: 0.9 as it is
+        Feedback(batch[1].architecture, 0, 0.9, metrics={"params": 3000}),  # three times over: 0.9 / 3
+    ]
+    stats = policy.tell(told, space)
+    assert stats.rewards == [0.9, 0.9]  # the journal keeps what the children measured
+    assert stats.baseline == pytest.approx((0.9**3 + 0.3**3) / 2)  # what it learnt from: objective, then cube
+    assert stats.advantage == pytest.approx(0.0)
 
 
 def test_reward_transforms():

@@ -40,6 +40,7 @@ from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.spaces import ConvSpace, architecture_id
 from controller.stores import open_store
+from tests.support.runs import finished
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -94,7 +95,9 @@ def assert_png(path):
 def test_two_runs_get_all_four_plots(nb201_runs, tmp_path):
     out = tmp_path / "report"
     written = write_report([str(nb201_runs["reinforce"]), str(nb201_runs["random"])], str(out))
-    assert [p.name for p in written] == ["reward.png", "best_so_far.png", "runs.png", "architecture.png"]
+    # The trade-off plot too when the table gives its cells' parameter counts.
+    pareto = ["pareto.png"] if any("params" in r.metrics for r in finished(nb201_runs["reinforce"])) else []
+    assert [p.name for p in written] == ["reward.png", "best_so_far.png", "runs.png", *pareto, "architecture.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
     for path in written:
         assert path.parent == out
@@ -103,7 +106,7 @@ def test_two_runs_get_all_four_plots(nb201_runs, tmp_path):
 
 def test_one_run_reports_into_its_own_folder_without_runs_png(conv_dir):
     written = write_report([str(conv_dir)])
-    assert [p.name for p in written] == ["reward.png", "best_so_far.png", "architecture.png"]
+    assert [p.name for p in written] == ["reward.png", "best_so_far.png", "pareto.png", "architecture.png"]
     assert all(p.parent == conv_dir / "report" for p in written)
     assert not (conv_dir / "report" / "runs.png").exists()
     for path in written:

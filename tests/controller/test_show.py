@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from controller.cli import main
 from controller.config import build_config
 from controller.executors import InlineExecutor, Outcome
 from controller.run_layout import RunFiles
@@ -80,3 +81,86 @@ def test_every_space_says_how_to_read_its_summary_and_its_reward():
         assert space.notation and space.reward_label, name
     assert SPACES["conv"].reward_label == "validation accuracy"
     assert "perplexity" in SPACES["rnn"].reward_label
+
+
+# -- an objective and the Pareto front ------------------------------------------------------------
+# Ten hand-made children: (accuracy, FLOPs, parameters) by trial number.
+MEASURED = [
+    (0.90, 5e6, 900),
+    (0.80, 2e6, 400),
+    (0.85, 4e6, 700),
+    (0.70, 1e6, 100),
+    (0.88, 6e6, 950),  # beaten by t00000 (more accurate, cheaper)
+    (0.95, 9e6, 990),
+    (0.79, 3e6, 500),  # beaten by t00001
+    (0.60, 8e6, 300),  # beaten by many
+    (0.85, 4e6, 650),  # the same as t00002: neither beats the other
+    (0.93, 7e6, 980),
+]
+
+
+def hand_made_run(path, objective):
+    config = build_config(
+        {"space": "nb201", "evaluator": "table", "strategy": "random", "trials": 10, "objective": objective}
+    )
+    files = RunFiles(open_store(str(path)))
+    files.write_config(config.to_yaml())
+
+    def evaluate(t):
+        accuracy, flops, params = MEASURED[t.number]
+        return Outcome(t.trial_id, "COMPLETE", reward=accuracy, metrics={"flops": flops, "params": params})
+
+    Search(config, InlineExecutor(evaluate), files).run()
+    assert len({r.architecture_id for r in finished(path)}) == 10  # ten different cells: one row each
+    return path
+
+
+def not_dominated(cost_of):
+    """The brute-force front: trial numbers no other child matches or beats in both, better in one."""
+    points = [(a, cost_of(i)) for i, (a, *_) in enumerate(MEASURED)]
+    return {
+        f"t{i:05d}"
+        for i, (a, c) in enumerate(points)
+        if not any(a2 >= a and c2 <= c and (a2, c2) != (a, c) for a2, c2 in points)
+    }
+
+
+@pytest.mark.parametrize(
+    ("objective", "cost_of"),
+    [
+        ({"kind": "flops", "target": 5e6}, lambda i: MEASURED[i][1]),
+        ({}, lambda i: MEASURED[i][2]),  # nothing traded: accuracy against parameters
+    ],
+)
+def test_pareto_lists_exactly_the_children_nothing_beats_cheapest_first(tmp_path, objective, cost_of):
+    run = hand_made_run(tmp_path / "run", objective)
+    shown = show_run(str(run), pareto=True)
+    _, _, rows = table_rows(shown)
+    listed = [row[1] for row in rows]
+    assert set(listed) == not_dominated(cost_of)
+    costs = [cost_of(int(t[1:])) for t in listed]
+    assert costs == sorted(costs)
+    kind = "FLOPs per image" if objective else "parameters"
+    assert f"pareto    {len(listed)} of 10 architectures are not beaten in both reward and {kind}" in shown
+
+
+def test_with_an_objective_show_ranks_by_it_and_prints_it_and_the_cost_beside_the_accuracy(tmp_path):
+    run = hand_made_run(tmp_path / "run", {"kind": "flops", "target": 5e6, "hard": True})
+    shown = show_run(str(run))
+    header, _, rows = table_rows(shown)
+    assert header.split() == ["rank", "trial", "reward", "objective", "flops", "params", "seen", "architecture"]
+    for row in rows:
+        accuracy, flops, _ = MEASURED[int(row[1][1:])]
+        expected = accuracy * min(1.0, 5e6 / flops)  # hard: divided by the excess over the target
+        assert (float(row[2]), float(row[3])) == (pytest.approx(accuracy), pytest.approx(expected, abs=1e-4))
+        assert row[4] == f"{flops / 1e6:.1f}M"
+    assert [float(row[3]) for row in rows] == sorted((float(row[3]) for row in rows), reverse=True)
+    assert rows[0][1] == "t00000"  # 0.90 at the target beats 0.95 at 9M FLOPs
+    assert "objective accuracy x (flops / 5e+06)^w, w = 0 at or under, -1 above" in shown
+    assert "6 of 10 children meet the target" in shown
+
+
+def test_show_pareto_from_the_command_line(tmp_path, capsys):
+    run = hand_made_run(tmp_path / "run", {"kind": "flops", "target": 5e6})
+    assert main(["show", str(run), "--pareto"]) == 0
+    assert "pareto    7 of 10 architectures" in capsys.readouterr().out

@@ -1,0 +1,176 @@
+"""Searching for deployable models: MnasNet's objective, R = ACC x (COST/T)^w, with a cost target T.
+
+Default: the NAS-Bench-201 CIFAR-10 table (seconds). T = the median FLOPs of all 15,625 cells, so half the
+space meets it. Per objective (accuracy alone, MnasNet's soft w = -0.07, its hard limit) and strategy, the
+same seeds and budget; for the child each run returns (its best by the objective) we print how often it
+meets T, its accuracy, and its gap to the constrained optimum (the best cell in the table at or under T).
+
+    python bench/constrained_search.py                  # 50 seeds x 150 children
+    python bench/constrained_search.py --seeds 10
+
+``--fashion``: the quick start's real search (configs/quickstart.yaml: conv children trained on Fashion-MNIST
+by two local workers), minutes of CPU per run. A random search of the same budget sets T = the median
+latency of its children; then reinforce searches once for accuracy alone and once with the latency
+objective. We print whether the constrained search's child meets T and its accuracy against the
+unconstrained search's best.
+
+    python bench/constrained_search.py --fashion        # three 80-child runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from controller.config import build_config, load_yaml
+from controller.evaluators.table import evaluate_trial, load_table, nb201_costs
+from controller.executors import InlineExecutor
+from controller.search import Search
+from controller.spaces.nb201 import OPS
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+OBJECTIVES: dict[str, dict[str, Any]] = {
+    "accuracy": {},
+    "soft w=-0.07": {"kind": "flops"},
+    "hard": {"kind": "flops", "hard": True},
+}
+
+
+def table_cells() -> list[tuple[float, int]]:
+    """(accuracy %, FLOPs) of every cell in the table."""
+    return [(acc, nb201_costs({"edges": [OPS[i] for i in key]})["flops"]) for key, acc in load_table().items()]
+
+
+def table_run(strategy: str, seed: int, trials: int, objective: dict[str, Any], target: float) -> tuple[float, ...]:
+    """The returned child's accuracy (%) and FLOPs, and the share of the run's second half of children under T."""
+    config = build_config(
+        {"space": "nb201", "evaluator": "table", "strategy": strategy, "trials": trials, "seed": seed}
+        | {"objective": objective}
+    )
+    search = Search(config, InlineExecutor(evaluate_trial))
+    best = search.run()["best"]
+    late = search.ledger.finished_in_order()[trials // 2 :]
+    under = sum(r.metrics["flops"] <= target for r in late) / len(late)
+    return best["metrics"]["accuracy"], best["metrics"]["flops"], under
+
+
+def table_bench(args: argparse.Namespace) -> None:
+    cells = table_cells()
+    target = statistics.median(f for _, f in cells)
+    share = sum(f <= target for _, f in cells) / len(cells)
+    constrained = max(a for a, f in cells if f <= target)
+    optimum, optimum_flops = max(cells)
+    print(
+        f"NAS-Bench-201 / CIFAR-10 table, {args.trials} children per run, {args.seeds} seeds; FLOPs target "
+        f"T = {target / 1e6:.1f}M per image (median of {len(cells):,} cells; {share:.0%} meet it)"
+    )
+    print(
+        f"constrained optimum (best cell at or under T): {constrained:.2f}; "
+        f"unconstrained optimum {optimum:.2f} at {optimum_flops / 1e6:.1f}M FLOPs"
+    )
+    print(
+        f"{'objective':<13} {'strategy':<10} {'meets T':>8} {'accuracy (mean +- sem)':>23} {'FLOPs':>7} "
+        f"{'gap to constrained opt':>23} {'found it':>9} {'late under T':>13} {'s/run':>6}"
+    )
+    for name, objective in OBJECTIVES.items():
+        objective = objective | ({"target": target} if objective else {})
+        for strategy in args.strategies:
+            t0 = time.perf_counter()
+            runs = [table_run(strategy, seed, args.trials, objective, target) for seed in range(args.seeds)]
+            per_run = (time.perf_counter() - t0) / args.seeds
+            accuracy, flops, under = ([run[i] for run in runs] for i in range(3))
+            meeting = [a for a, f, _ in runs if f <= target]
+            gap = f"{constrained - statistics.mean(meeting):.2f} (of {len(meeting)})" if meeting else "-"
+            found = sum(math.isclose(a, constrained) for a in meeting) / len(runs)
+            sem = statistics.stdev(accuracy) / math.sqrt(len(accuracy)) if len(accuracy) > 1 else 0.0
+            print(
+                f"{name:<13} {strategy:<10} {len(meeting) / len(runs):>8.0%} "
+                f"{statistics.mean(accuracy):>15.2f} +- {sem:.2f} {statistics.mean(flops) / 1e6:>6.0f}M {gap:>23} "
+                f"{found:>9.0%} {statistics.mean(under):>13.0%} {per_run:>6.2f}",
+                flush=True,
+            )
+    print(
+        "meets T: runs whose returned child (best by the objective) is at or under T; accuracy and FLOPs: its mean; "
+        "gap: over the runs meeting T; found it: runs returning the constrained optimum; late under T: the share of "
+        "each run's second half of children at or under T"
+    )
+
+
+def fashion_run(root: Path, name: str, settings: dict[str, Any]) -> Path:
+    """One quick-start search (its config file, then ``settings``) into ``root/name``, as ``nasrl search`` runs it."""
+    from controller.runner import run_search
+
+    config = build_config(load_yaml(QUICKSTART), settings | {"run_dir": str(root / name)})
+    t0 = time.perf_counter()
+    run_search(config, quiet=True)
+    print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return root / name
+
+
+def fashion_bench(args: argparse.Namespace) -> None:
+    from controller.journal import read_run
+    from controller.ledger import Ledger, TrialState
+    from controller.stores import open_store
+
+    def completed(run: Path) -> list:
+        contents = read_run(open_store(str(run)))
+        assert contents is not None
+        return [r for r in contents.trials if r.state == TrialState.COMPLETE]
+
+    root = Path(args.out or tempfile.mkdtemp(prefix="constrained-"))
+    print(f"Fashion-MNIST quick start (configs/quickstart.yaml, {args.fashion_trials} children a run), runs in {root}")
+    base = {"trials": args.fashion_trials, "seed": args.seed}
+    latencies = [
+        r.metrics["latency_seconds"] for r in completed(fashion_run(root, "random", base | {"strategy": "random"}))
+    ]
+    target = statistics.median(latencies)
+    print(f"latency target T = {target * 1e3:.2f} ms at batch 1 (median of {len(latencies)} random children)")
+    fashion_run(root, "accuracy", base)
+    latency = {"kind": "latency", "target": target}
+    fashion_run(root, "latency", base | {"objective": latency})
+    print(f"{'search':<10} {'returned child: accuracy':>25} {'latency ms':>11} {'meets T':>8} {'children under T':>17}")
+    returned = {}
+    for name in ("random", "accuracy", "latency"):
+        records = completed(root / name)
+        objective = build_config({"space": "conv", "objective": latency if name == "latency" else {}}).objective
+        best = Ledger(records, objective=objective).best_by_objective()
+        assert best is not None
+        returned[name] = best
+        ms = best.metrics["latency_seconds"] * 1e3
+        under = sum(r.metrics["latency_seconds"] <= target for r in records) / len(records)
+        print(f"{name:<10} {best.reward:>25.4f} {ms:>11.2f} {ms <= target * 1e3!s:>8} {under:>17.0%}", flush=True)
+    child, points = returned["latency"], 100 * (returned["latency"].reward - returned["accuracy"].reward)
+    meets = "meets" if child.metrics["latency_seconds"] <= target else "misses"
+    within = "within" if points >= -1 else "not within"
+    print(f"the latency search's child {meets} T; {points:+.1f} points against the accuracy search's best ({within} 1)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--trials", type=int, default=150)
+    parser.add_argument("--strategies", nargs="+", default=["reinforce", "random", "evolution"])
+    parser.add_argument("--fashion", action="store_true", help="the quick start's real search instead (minutes)")
+    parser.add_argument("--fashion-trials", type=int, default=80, help="children per Fashion-MNIST run")
+    parser.add_argument("--seed", type=int, default=0, help="the Fashion-MNIST runs' seed")
+    parser.add_argument("--out", help="where the Fashion-MNIST runs go (default: a new temporary folder)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.fashion:
+        fashion_bench(args)
+    else:
+        table_bench(args)
+
+
+if __name__ == "__main__":
+    main()

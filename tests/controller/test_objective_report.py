@@ -1,0 +1,68 @@
+"""``nasrl report``'s trade-off plot: every child's reward against its cost, the Pareto front, the target."""
+
+import matplotlib.pyplot as plt
+import pytest
+
+from controller.config import build_config
+from controller.executors import InlineExecutor, Outcome
+from controller.report import FRONT_LABEL, load_run, pareto_figure, write_report
+from controller.run_layout import RunFiles
+from controller.search import Search
+from controller.stores import open_store
+from tests.controller.test_report import assert_png, legend_texts
+
+
+@pytest.fixture
+def figures():
+    """Figures a test builds are closed after it, as the report closes the ones it saves."""
+    made = []
+    yield made.append
+    for fig in made:
+        plt.close(fig)
+
+
+# -- the trade-off plot ---------------------------------------------------------------------------
+def traded_run(path, objective):
+    """Eight table cells with hand-made FLOPs: accuracy rises with cost, with two children off the front."""
+    measured = [(0.70, 1e6), (0.80, 2e6), (0.75, 3e6), (0.88, 4e6), (0.86, 6e6), (0.93, 8e6), (0.90, 9e6), (0.95, 16e6)]
+    config = build_config(
+        {"space": "nb201", "evaluator": "table", "strategy": "random", "trials": 8, "objective": objective}
+    )
+    files = RunFiles(open_store(str(path)))
+    files.write_config(config.to_yaml())
+
+    def evaluate(t):
+        accuracy, flops = measured[t.number]
+        return Outcome(t.trial_id, "COMPLETE", reward=accuracy, metrics={"flops": flops, "params": 100 + t.number})
+
+    Search(config, InlineExecutor(evaluate), files).run()
+    return path
+
+
+def test_the_tradeoff_plot_draws_every_child_the_front_and_the_target(tmp_path, figures):
+    run = traded_run(tmp_path / "run", {"kind": "flops", "target": 5e6, "hard": True})
+    assert "pareto.png" in [p.name for p in write_report([str(run)])]
+    assert_png(run / "report" / "pareto.png")
+    fig = pareto_figure(load_run(str(run)))
+    figures(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "FLOPs per image"
+    assert ax.get_ylabel() == "reward = CIFAR-10 accuracy (NAS-Bench-201 table)"
+    (front,) = [line for line in ax.get_lines() if line.get_label().startswith(FRONT_LABEL)]
+    assert list(front.get_xdata()) == [1e6, 2e6, 4e6, 8e6, 16e6]  # 3e6 and 6e6, 9e6 are beaten
+    assert list(front.get_ydata()) == [0.70, 0.80, 0.88, 0.93, 0.95]
+    (target,) = [line for line in ax.get_lines() if line.get_label() == "target 5e+06"]
+    assert list(target.get_xdata()) == [5e6, 5e6]
+    # The best by the objective (0.88 at 4M; hard limit) is marked, not the most accurate child.
+    assert "best by objective" in legend_texts(ax)
+    star = next(c for c in ax.collections if c.get_label() == "best by objective")
+    assert star.get_offsets().tolist() == [[4e6, 0.88]]
+
+
+def test_without_an_objective_the_plot_is_against_parameters_with_no_target(tmp_path, figures):
+    fig = pareto_figure(load_run(str(traded_run(tmp_path / "run", {}))))
+    figures(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "parameters"
+    assert not [line for line in ax.get_lines() if line.get_label().startswith("target")]
+    assert "best by objective" not in legend_texts(ax)
