@@ -13,10 +13,15 @@ from tests.controller.test_report import assert_png, legend_texts
 
 
 @pytest.fixture
-def figures():
-    """Figures a test builds are closed after it, as the report closes the ones it saves."""
+def drawn():
+    """``drawn(fig)``: the figure's axes, the figure closed after the test as the report closes the ones it saves."""
     made = []
-    yield made.append
+
+    def axes(fig):
+        made.append(fig)
+        return fig.axes[0]
+
+    yield axes
     for fig in made:
         plt.close(fig)
 
@@ -39,13 +44,11 @@ def traded_run(path, objective):
     return path
 
 
-def test_the_tradeoff_plot_draws_every_child_the_front_and_the_target(tmp_path, figures):
+def test_the_tradeoff_plot_draws_every_child_the_front_and_the_target(tmp_path, drawn):
     run = traded_run(tmp_path / "run", {"kind": "flops", "target": 5e6, "hard": True})
     assert "pareto.png" in [p.name for p in write_report([str(run)])]
     assert_png(run / "report" / "pareto.png")
-    fig = pareto_figure(load_run(str(run)))
-    figures(fig)
-    ax = fig.axes[0]
+    ax = drawn(pareto_figure(load_run(str(run))))
     assert ax.get_xlabel() == "FLOPs per image"
     assert ax.get_ylabel() == "reward = CIFAR-10 accuracy (NAS-Bench-201 table)"
     (front,) = [line for line in ax.get_lines() if line.get_label().startswith(FRONT_LABEL)]
@@ -59,10 +62,8 @@ def test_the_tradeoff_plot_draws_every_child_the_front_and_the_target(tmp_path, 
     assert star.get_offsets().tolist() == [[4e6, 0.88]]
 
 
-def test_without_an_objective_the_plot_is_against_parameters_with_no_target(tmp_path, figures):
-    fig = pareto_figure(load_run(str(traded_run(tmp_path / "run", {}))))
-    figures(fig)
-    ax = fig.axes[0]
+def test_without_an_objective_the_plot_is_against_parameters_with_no_target(tmp_path, drawn):
+    ax = drawn(pareto_figure(load_run(str(traded_run(tmp_path / "run", {})))))
     assert ax.get_xlabel() == "parameters"
     assert not [line for line in ax.get_lines() if line.get_label().startswith("target")]
     assert "best by objective" not in legend_texts(ax)
