@@ -10,6 +10,9 @@ All on one device, in one run, side by side:
    ``--children-per-gpu`` runs them), each training the proxy recipe;
 3. the projected time for the paper's 12,800 children at the best of those rates.
 
+Part 1 also prints what the trainer now measures on every completed child (FLOPs per image, latency at batch 1
+and at the training batch size: components/trainer/costs.py) and how long measuring takes beside training.
+
 The data is CIFAR-10-shaped (3x32x32, 45,000 train / 5,000 validation): CIFAR-10 itself with
 ``--dataset cifar10`` where its files are, otherwise random pixels, which train exactly as fast.
 
@@ -20,6 +23,7 @@ The data is CIFAR-10-shaped (3x32x32, 45,000 train / 5,000 validation): CIFAR-10
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -35,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from components.trainer.batches import random_crop, random_flip
+from components.trainer.batches import normalise, random_crop, random_flip
+from components.trainer.costs import count_flops, measure_latency
 from components.trainer.datasets import DatasetSplits, load_dataset
 from components.trainer.model import build_model
 from components.trainer.outcome import resolve_device
@@ -139,6 +144,35 @@ def fast_child(arch: dict, data: DatasetSplits, config: TrainConfig) -> float:
     return result.train_seconds
 
 
+def measuring_costs(arch: dict, data: DatasetSplits, config: TrainConfig, device: torch.device) -> None:
+    """Train one child as the search does, with a latency batch, then time measuring its costs once more."""
+    batch = config.batch_size
+    result = train_child(arch, data, dataclasses.replace(config, latency_batch_size=batch), keep_model=True)
+    if result.status != "COMPLETE" or result.model is None:
+        raise SystemExit(f"the child failed: {result.reason_code}: {result.reason}")
+    model = result.model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    image = normalise(data.val[0][:1], data.mean, data.std)
+    parts = {}
+    for name, measure in (
+        ("FLOPs", lambda: count_flops(model, image)),
+        ("latency at batch 1", lambda: measure_latency(model, image, 1, fast=True)),
+        (f"latency at batch {batch}", lambda: measure_latency(model, image, batch, fast=True)),
+    ):
+        started = time.perf_counter()
+        measure()
+        _sync(device)
+        parts[name] = time.perf_counter() - started
+    print(
+        f"   costs it reports: {result.flops / 1e9:.3f} GFLOPs per image, {result.latency_seconds * 1e3:.2f} ms at "
+        f"batch 1, {result.latency_batch_seconds * 1e3:.2f} ms at batch {batch}"
+    )
+    # train_seconds includes the trainer's own measuring, which took about as long as this one.
+    measuring = sum(parts.values())
+    training = result.train_seconds - measuring
+    detail = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
+    print(f"   measuring them: {measuring:.2f} s ({detail}) beside {training:.1f} s training")
+
+
 # -- several children at once ------------------------------------------------------------------------
 def _child_process(args: argparse.Namespace, arch: dict, children: int, barrier: Any, out: Any) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.max_at_once))
@@ -224,6 +258,7 @@ def main() -> None:
         f"   seconds per child, proxy recipe ({proxy.epochs} epochs): fast {child_s:.1f} s, "
         f"plain {plain_child_s:.1f} s (plain: projected from its images/s)"
     )
+    measuring_costs(arch, data, proxy, device)
 
     # 2. several children at once.
     print()

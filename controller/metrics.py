@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from controller.policies.reinforce import baseline_as_reward
+from controller.policies.reinforce import baseline_as_reward, resolve_reward_transform
 from controller.spaces import SPACES
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 REWARD_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 # Policy versions between sampling and update: 0 with one replica, up to about K - 1 with K replicas.
 STALENESS_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+# What a child costs to run (components/trainer/costs.py), 1-2.5-5 per decade: seconds per forward pass at
+# batch 1 from 0.1 ms (a small child on a GPU) to 10 s; FLOPs per image from 1e5 (a digits child) to 1e11.
+LATENCY_BUCKETS = (*(m * 10.0**e for e in range(-4, 1) for m in (1, 2.5, 5)), 10.0)
+FLOPS_BUCKETS = (*(m * 10.0**e for e in range(5, 11) for m in (1, 2.5, 5)), 1e11)
 
 # Failure codes the trainer and executors emit today. Their series exist (at 0) from the start, so
 # ``increase()`` counts a run's first failure of each kind; a series born at 1 would hide it.
@@ -193,6 +197,12 @@ class SearchMetrics:
             STALENESS_BUCKETS,
         )
         self.layers = gauge("nasrl_child_layers", "Layers of the children being sampled now (conv space)")
+        self.latency = histogram(
+            "nasrl_child_latency_seconds", "Seconds per forward pass at batch 1 of completed children", LATENCY_BUCKETS
+        )
+        self.flops = histogram(
+            "nasrl_child_flops", "FLOPs per image of completed children (multiply-add = 2)", FLOPS_BUCKETS
+        )
         # -- health ---------------------------------------------------------------------------
         self.checkpoint_time = gauge("nasrl_checkpoint_last_timestamp_seconds", "Unix time of the last checkpoint")
         self.errors = Counter(
@@ -206,8 +216,9 @@ class SearchMetrics:
 
         # Series that exist before anything happens: rate()/increase() then see a run's first events,
         # and a dashboard shows 0 instead of "no data".
-        for metric in (self.trials_started, self.gpu_seconds, self.updates, self.reward, self.staleness):
+        for metric in (self.trials_started, self.gpu_seconds, self.updates, self.reward, self.staleness, self.flops):
             metric.labels(run_id)
+        self.latency.labels(run_id)
         for outcome in ("success", "failed"):
             self.trial_duration.labels(run_id, outcome)
         for outcome in ("success", "retried", "reused"):
@@ -251,20 +262,29 @@ class SearchMetrics:
     def _on_trial_complete(self, search: Search, record: TrialRecord) -> None:
         self.trials_finished.labels(self.run_id, "success", "").inc()
         self._finished(record, "success")
-        if record.reward is not None and math.isfinite(record.reward):
-            self.reward.labels(self.run_id).observe(record.reward)
-            self.reward_last.labels(self.run_id).set(record.reward)
+        if self._observe(record):
             # Between ledger refreshes the best can only rise by this trial.
-            self._best = max(self._best, record.reward)
+            self._best = max(self._best, record.reward)  # type: ignore[type-var]
             self.reward_best.labels(self.run_id).set(self._best)
 
     def _on_trial_reused(self, search: Search, record: TrialRecord) -> None:
         # It counts toward the budget and the policy learns from it, but no GPU trained it.
         self.trials_finished.labels(self.run_id, "reused", "").inc()
         self.last_finished.labels(self.run_id).set(record.finished_at or time.time())
-        if record.reward is not None and math.isfinite(record.reward):
-            self.reward.labels(self.run_id).observe(record.reward)
-            self.reward_last.labels(self.run_id).set(record.reward)
+        self._observe(record)  # its reward and costs are the children sampled, trained or not
+
+    def _observe(self, record: TrialRecord) -> bool:
+        """A completed child's costs where its result has them (the table evaluator has FLOPs only, a language
+        model neither) and its reward; False when the reward is not a finite number."""
+        for histogram, key in ((self.latency, "latency_seconds"), (self.flops, "flops")):
+            value = record.metrics.get(key)
+            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                histogram.labels(self.run_id).observe(value)
+        if record.reward is None or not math.isfinite(record.reward):
+            return False
+        self.reward.labels(self.run_id).observe(record.reward)
+        self.reward_last.labels(self.run_id).set(record.reward)
+        return True
 
     def _on_trial_failed(self, search: Search, record: TrialRecord) -> None:
         self.trials_finished.labels(self.run_id, "failed", self._reasons(reason_code(record.reason))).inc()
@@ -306,8 +326,6 @@ class SearchMetrics:
         if not math.isfinite(baseline):  # NaN: random and evolution have no baseline
             return
         self.baseline.labels(self.run_id).set(baseline)
-        from controller.policies.reinforce import resolve_reward_transform
-
         transform = resolve_reward_transform(search.config.reinforce.reward_transform, SPACES[search.config.space])
         self.baseline_reward.labels(self.run_id).set(baseline_as_reward(baseline, transform))
 

@@ -7,7 +7,8 @@ verbatim; this script is that file's source. After changing a panel here, regene
     .venv/bin/python scripts/build_dashboard.py --check  # exit 1 if the committed file is out of date
 
 ``tests/deploy/test_dashboard.py`` fails while the two disagree, or when a query names a metric that
-``controller/metrics.py`` does not export. The SDK is ``grafana-foundation-sdk`` (the ``test`` extra).
+``controller/metrics.py`` does not export. The SDK is ``grafana-foundation-sdk`` (the ``test`` extra); the
+helpers every panel is built with are in ``dashboard_kit.py`` beside this file.
 """
 
 from __future__ import annotations
@@ -17,97 +18,30 @@ import json
 import sys
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, common, timeseries
 from grafana_foundation_sdk.builders import dashboard as builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as style
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models.prometheus import QueryEditorMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dashboard_kit.py, beside this file, however it is loaded
+from dashboard_kit import (
+    DATASOURCE,
+    LAST_VALUE,
+    RIGHT_AXIS,
+    RUN,
+    Panel,
+    instant,
+    mean_over_30m,
+    quantile_over_30m,
+    query,
+    stat_panel,
+    timeseries_panel,
+)
 
 OUTPUT = Path(__file__).resolve().parents[1] / "charts" / "nasrl" / "dashboards" / "nasrl.json"
-DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-RUN = 'run=~"$run"'  # every query keeps to the runs picked in the Run selector
 # Grafana 10's schema; the SDK stamps 36, whose migrations change nothing on these panels.
 SCHEMA_VERSION = 39
-LAST_VALUE = common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)  # a stat's or a bar's
-
-Query = prometheus.Dataquery
-Panel = stat.Panel | timeseries.Panel | bargauge.Panel
-
-
-def query(expr: str, legend: str = "{{run}}") -> Query:
-    """A range query (a time series panel's line)."""
-    return Query().expr(expr).legend_format(legend).editor_mode(QueryEditorMode.CODE).range()
-
-
-def instant(expr: str, legend: str = "{{run}}") -> Query:
-    """An instant query: the value now, for a stat or a bar gauge."""
-    return Query().expr(expr).legend_format(legend).editor_mode(QueryEditorMode.CODE).instant()
-
-
-def thresholds(*steps: tuple[float, str]) -> builder.ThresholdsConfig:
-    """Green up to the first step, then each (value, colour) from that value on."""
-    levels = [model.Threshold(value=None, color="green")] + [model.Threshold(value=v, color=c) for v, c in steps]
-    return builder.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(levels)
-
-
-def stat_panel(
-    title: str, description: str, expr: str, unit: str = "none", warn: tuple[float, float] | None = None
-) -> stat.Panel:
-    """A 3-wide number in the top row, one per selected run; green, or orange and red from ``warn``'s two values."""
-    return (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .height(4)
-        .span(3)
-        .unit(unit)
-        .color_scheme(builder.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
-        .thresholds(thresholds(*zip(warn, ("orange", "red"), strict=True)) if warn else thresholds())
-        .color_mode(style.BigValueColorMode.VALUE)
-        .graph_mode(style.BigValueGraphMode.NONE)
-        .justify_mode(style.BigValueJustifyMode.AUTO)
-        .orientation(style.VizOrientation.AUTO)
-        .reduce_options(LAST_VALUE)
-        .text_mode(style.BigValueTextMode.AUTO)
-        .with_target(instant(expr).ref_id("A"))
-    )
-
-
-def timeseries_panel(title: str, description: str, *targets: Query, unit: str = "none") -> timeseries.Panel:
-    """A half-width graph of one line per run and query, the legend below it."""
-    panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .height(8)
-        .span(12)
-        .unit(unit)
-        .draw_style(style.GraphDrawStyle.LINE)
-        .line_width(1)
-        .fill_opacity(0)
-        .show_points(style.VisibilityMode.AUTO)
-        .span_nulls(True)
-        .point_size(4)
-        .axis_placement(style.AxisPlacement.AUTO)
-        .stacking(common.StackingConfig().mode(style.StackingMode.NONE).group("A"))
-        .color_scheme(builder.FieldColor().mode(model.FieldColorModeId.PALETTE_CLASSIC))
-        .legend(
-            common.VizLegendOptions()
-            .display_mode(style.LegendDisplayMode.LIST)
-            .placement(style.LegendPlacement.BOTTOM)
-            .show_legend(True)
-        )
-        .tooltip(common.VizTooltipOptions().mode(style.TooltipDisplayMode.MULTI).sort(style.SortOrder.NONE))
-    )
-    for number, target in enumerate(targets):
-        panel.with_target(target.ref_id(chr(ord("A") + number)))
-    return panel
-
-
-RIGHT_AXIS = [model.DynamicConfigValue(id_val="custom.axisPlacement", value="right")]  # a second quantity's scale
 FINISHED = f'nasrl_trials{{{RUN}, state=~"complete|failed"}}'
 PACE = f'nasrl_trials_finished_total{{{RUN}, outcome=~"success|failed"}}'
 SUCCESS = ', outcome="success"'
@@ -115,16 +49,6 @@ STATES = {  # the Status panel's numbers, as words
     str(i): model.ValueMappingResult(text=text, color=color, index=i)
     for i, (text, color) in enumerate([("down", "red"), ("searching", "green"), ("finished", "blue")])
 }
-
-
-def mean_over_30m(histogram: str) -> str:
-    """The mean of a histogram's observations in the last 30 minutes, per run."""
-    rates = [f"sum by (run) (rate(nasrl_{histogram}_{part}{{{RUN}}}[30m]))" for part in ("sum", "count")]
-    return " / ".join(rates)
-
-
-def quantile_over_30m(q: float, histogram: str, match: str = "") -> str:
-    return f"histogram_quantile({q}, sum by (run, le) (rate(nasrl_{histogram}_bucket{{{RUN}{match}}}[30m])))"
 
 
 def finished_in_range(outcome: str, by: str) -> str:
@@ -268,6 +192,25 @@ def search_panels() -> list[Panel]:
     ]
 
 
+def cost_panels() -> list[Panel]:
+    """What the children the search finds cost to run, for a device budget. (The objective's panel goes beside.)"""
+    return [
+        timeseries_panel(
+            "Cost of recent children",
+            "Latency (left): seconds per forward pass at batch 1 of the children completed in the last 30 minutes, "
+            "timed on the device each trained on after training: mean and 90th percentile. FLOPs (right): their "
+            "mean FLOPs per image, a multiply-add counted as 2. A table search has FLOPs only; a search for "
+            "language models has neither.",
+            query(mean_over_30m("child_latency_seconds"), "{{run}} latency mean"),
+            query(quantile_over_30m(0.9, "child_latency_seconds"), "{{run}} latency p90"),
+            query(mean_over_30m("child_flops"), "{{run}} FLOPs mean"),
+            unit="s",
+        )
+        .no_value("no costs measured")
+        .override_by_regexp(".* FLOPs mean", [*RIGHT_AXIS, model.DynamicConfigValue(id_val="unit", value="short")]),
+    ]
+
+
 def policy_gauges(title: str, description: str, gauges: dict[str, str]) -> timeseries.Panel:
     """Two of the policy's gauges ({nasrl_policy_ suffix: legend}), the second on the right axis."""
     lines = [
@@ -367,7 +310,8 @@ def build() -> dict[str, object]:
             .sort(model.VariableSort.ALPHABETICAL_DESC)
         )
     )
-    for number, panel in enumerate(status_row() + search_panels() + policy_panels(), start=1):
+    panels = status_row() + search_panels() + cost_panels() + policy_panels()
+    for number, panel in enumerate(panels, start=1):
         dashboard.with_panel(panel.id(number))
     built = dashboard.build()
     built.schema_version = SCHEMA_VERSION

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 import torch
@@ -30,6 +30,7 @@ from components.trainer.batches import (
     random_flip,
     uses_fast_path,
 )
+from components.trainer.costs import measure_costs
 from components.trainer.datasets import DatasetSplits
 from components.trainer.errors import InvalidArchitecture, InvalidConfig
 from components.trainer.evaluation import Evaluation, evaluate, evaluate_batches
@@ -89,6 +90,8 @@ class TrainConfig:
     # autocast, cudnn.benchmark, big evaluation batches. "auto": on when training on CUDA.
     fast: FastMode = "auto"
     compile: bool = False  # torch.compile the child (fast path only); its cache goes to NASRL_CACHE_DIR/inductor
+    # A trained child's latency is always timed at batch 1; also at this batch when set (None: batch 1 only).
+    latency_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "reward_window", "max_parameters", "eval_batch_size")
@@ -109,8 +112,9 @@ class TrainConfig:
             raise InvalidConfig(f"label_smoothing: {self.label_smoothing} is not allowed (allowed: 0 <= value < 1)")
         if not 0 < self.warmup_fraction < 1:
             raise InvalidConfig(f"warmup_fraction: {self.warmup_fraction} is not allowed (allowed: 0 < value < 1)")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise InvalidConfig(f"num_threads: {self.num_threads} is not allowed (allowed: None or >= 1)")
+        for name in ("num_threads", "latency_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InvalidConfig(f"{name}: {getattr(self, name)} is not allowed (allowed: None or >= 1)")
         if not self.bn_eps > 0:
             raise InvalidConfig(f"bn_eps: {self.bn_eps} is not allowed (allowed: > 0)")
         # A decay at or after the last epoch would never happen: a grid point that silently equals another.
@@ -132,17 +136,24 @@ class TrainResult(ChildResult):
     reason_code: str | None  # "invalid_architecture", "nan_loss" or "too_large" when FAILED
     reason: str | None  # a message for people when FAILED
     params: int | None  # trainable parameters; None when the architecture could not be built
-    train_seconds: float  # wall time of the whole call: build, data transfer, training, evaluation
+    train_seconds: float  # wall time of the whole call: build, data transfer, training, evaluation, costs
     curves: dict[str, list[float]]  # per epoch: train_loss, train_accuracy, val_loss, val_accuracy
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # only with keep_model=True
+    # What the trained child costs to run, measured on its training device (components/trainer/costs.py);
+    # None when FAILED. The trial puts them in the result's metrics under these names.
+    flops: int | None = None  # FLOPs of one image's forward pass, a multiply-add counted as 2
+    latency_seconds: float | None = None  # seconds per forward pass at batch 1, eval mode, median of repeats
+    latency_batch_seconds: float | None = None  # seconds per forward pass at latency_batch_size
+    latency_batch_size: int | None = None  # TrainConfig.latency_batch_size; None: not measured
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainResult:
         names = [f.name for f in fields(cls) if f.name != "model"]
-        missing = [name for name in names if name not in data]
+        # The costs have defaults: a result written before they were measured still reads.
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in data]
         if missing:
             raise ValueError(f"TrainResult.from_dict: missing keys {missing}")
-        values = {name: data[name] for name in names}
+        values = {name: data[name] for name in names if name in data}
         values["curves"] = {name: [float(v) for v in curve] for name, curve in data["curves"].items()}
         return cls(**values)
 
@@ -171,20 +182,24 @@ def train_child(
         reason = f"{params:,} parameters exceed max_parameters={config.max_parameters:,}"
         return TrainResult.failed("too_large", reason, params, started, curves)
 
-    def build_and_fit() -> nn.Module:
+    def build_and_fit() -> tuple[nn.Module, dict[str, Any]]:
         torch.manual_seed(config.seed)
         model = build_model(architecture, data.in_channels, data.num_classes)
         set_bn_eps(model, config.bn_eps)
-        _fit(model, data, config, resolve_device(config.device), curves)
-        return model
+        device = resolve_device(config.device)
+        _fit(model, data, config, device, curves)
+        # Measured here, on the training device with the training thread count; one validation image.
+        image = normalise(data.val[0][:1], data.mean, data.std)
+        return model, measure_costs(model, image, config.latency_batch_size, fast=uses_fast_path(config, device))
 
     try:
-        model = guarded(build_and_fit, config.num_threads, lambda: params)
+        model, costs = guarded(build_and_fit, config.num_threads, lambda: params)
     except ChildFailed as failure:
         return TrainResult.failed(failure.code, failure.reason, params, started, curves)
     val_accuracy = max(curves["val_accuracy"][-min(config.reward_window, config.epochs) :])
     kept = model.cpu() if keep_model else None
-    return TrainResult.complete(val_accuracy, val_accuracy, params, started, curves, kept)
+    result = TrainResult.complete(val_accuracy, val_accuracy, params, started, curves, kept)
+    return replace(result, **costs)
 
 
 def _fit(

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from typing import Any
 
+from components.trainer.costs import COST_KEYS
 from components.trainer.data_store import resolve_data_dir
 from components.trainer.dataset_registry import task_of
 from components.trainer.datasets import DatasetSplits, load_dataset
@@ -181,15 +182,18 @@ def _train(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
 
 def _with_metrics(outcome: TrainResult | LMResult, quality: str) -> dict[str, Any]:
     """The trainer's result plus the ``metrics`` the ledger keeps: size, time, its quality measure, curves,
-    and where it ran (the GPU a worker or a Job was given, if any)."""
+    where it ran (the GPU a worker or a Job was given, if any) and, for a trained image classifier, what it
+    costs to run (``COST_KEYS``: flops, latency_seconds, latency_batch_seconds, latency_batch_size)."""
     result = outcome.to_dict()
+    # result.json has no top-level field for the costs: they live in metrics only, and only when measured.
+    costs = {key: result.pop(key) for key in COST_KEYS if key in result}
     result["metrics"] = {
         "params": outcome.params,
         "train_seconds": outcome.train_seconds,
         quality: getattr(outcome, quality),
         "curves": outcome.curves,
         "host": os.uname().nodename,
-    }
+    } | {key: value for key, value in costs.items() if value is not None}
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         result["metrics"]["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return result

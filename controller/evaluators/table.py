@@ -9,6 +9,7 @@ classes to plain records, so neither is needed.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import pickle
 import time
 from functools import cache
@@ -82,10 +83,65 @@ def table_optimum() -> float:
     return max(load_table().values())
 
 
+# NAS-Bench-201's CIFAR-10 network around the cell: (channels, feature-map side) of each stage's cells.
+STAGES = ((16, 32), (32, 16), (64, 8))
+CELLS_PER_STAGE = 5
+CLASSES = 10
+# Per edge op at C channels on S×S maps: (parameters, FLOPs) as functions of (C, S). ReLU-conv-BN: the BN's
+# scale and shift are 2C parameters. none, skip_connect and avg_pool_3x3 have neither (no conv at equal widths).
+_EDGE_COSTS = {
+    "nor_conv_3x3": lambda c, s: (9 * c * c + 2 * c, 2 * 9 * c * c * s * s),
+    "nor_conv_1x1": lambda c, s: (c * c + 2 * c, 2 * c * c * s * s),
+}
+
+
+def _conv(c_in: int, c_out: int, kernel: int, side: int) -> tuple[int, int]:
+    """A bias-free conv's (parameters, FLOPs) with ``side``×``side`` outputs."""
+    weights = kernel * kernel * c_in * c_out
+    return weights, 2 * weights * side * side
+
+
+def _skeleton_costs() -> tuple[int, int]:
+    """Everything but the cells: stem, the two residual reduction blocks, last BN, classifier."""
+    parts = [_conv(3, STAGES[0][0], 3, STAGES[0][1]), (2 * STAGES[0][0], 0)]  # stem conv + BN
+    for (c_in, _), (c_out, side) in itertools.pairwise(STAGES):
+        parts += [_conv(c_in, c_out, 3, side), (2 * c_out, 0)]  # 3×3 stride 2, BN
+        parts += [_conv(c_out, c_out, 3, side), (2 * c_out, 0)]  # 3×3, BN
+        parts += [_conv(c_in, c_out, 1, side)]  # shortcut: 2×2 avg-pool, then 1×1 conv (no BN)
+    last = STAGES[-1][0]
+    parts += [(2 * last, 0), (last * CLASSES + CLASSES, 2 * last * CLASSES)]  # BN-ReLU, pool, linear
+    return sum(p for p, _ in parts), sum(f for _, f in parts)
+
+
+def nb201_costs(architecture: dict[str, Any]) -> dict[str, int]:
+    """``{"params", "flops"}`` of a NAS-Bench-201 cell in NAS-Bench-201's CIFAR-10 network, for 32×32 images.
+
+    The network (NAS-Bench-201's TinyNetwork, C=16, N=5): a 3×3 conv to 16 channels + BN; three stages of five
+    cells at 16, 32 and 64 channels (32×32, 16×16, 8×8 maps), a residual reduction block between stages
+    (ReLU-conv-BN 3×3 stride 2, ReLU-conv-BN 3×3, shortcut 2×2 avg-pool then 1×1 conv); BN-ReLU, global
+    pooling, a 10-way linear classifier. ``params`` counts every parameter, batch norms' scale and shift
+    included (as NAS-Bench-201 does: the all-``nor_conv_3x3`` cell has 1,531,546, its "1.53 MB").
+    ``flops`` counts one image's convolutions and the classifier, a multiply-add as 2 FLOPs and biases,
+    BN, ReLU, pooling and additions not at all: what ``components/trainer/costs.py`` counts for a trained
+    child (so about twice NAS-Bench-201's own "FLOPs" column, which counts multiply-adds).
+    """
+    params, flops = _skeleton_costs()
+    for channels, side in STAGES:
+        for op in architecture["edges"]:
+            if op not in OPS:
+                raise NasrlError(f"edges: {op!r} is not allowed (allowed: {list(OPS)})")
+            if op in _EDGE_COSTS:
+                edge_params, edge_flops = _EDGE_COSTS[op](channels, side)
+                params, flops = params + CELLS_PER_STAGE * edge_params, flops + CELLS_PER_STAGE * edge_flops
+    return {"params": params, "flops": flops}
+
+
 def evaluate_trial(trial: TrialRecord) -> Outcome:
-    """Reward = accuracy as a fraction in [0, 1], the same scale as a trained child's reward."""
+    """Reward = accuracy as a fraction in [0, 1], the same scale as a trained child's reward; metrics add the
+    cell's parameters and FLOPs (``nb201_costs``: the table has no costs)."""
     accuracy = accuracy_of(trial.architecture)
-    return Outcome(trial.trial_id, "COMPLETE", reward=accuracy / 100.0, metrics={"accuracy": accuracy})
+    metrics = {"accuracy": accuracy, **nb201_costs(trial.architecture)}
+    return Outcome(trial.trial_id, "COMPLETE", reward=accuracy / 100.0, metrics=metrics)
 
 
 class TableEvaluator(BaseEvaluator):

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from controller.config import build_config
-from controller.evaluators.table import evaluate_trial
+from controller.evaluators.table import evaluate_trial, nb201_costs
 from controller.executors import InlineExecutor, Outcome
 from controller.ledger import TrialRecord, TrialState
 from controller.metrics import MAX_LABEL_VALUES, SearchMetrics, reason_code, serve_metrics
@@ -102,6 +102,40 @@ def test_durations_and_gpu_seconds(table_run):
     gpu_seconds = _value(registry, "nasrl_gpu_seconds_total")
     assert 2 * sum(r.duration for r in finished) <= gpu_seconds < 2 * sum(r.duration for r in finished) + 1.0
     assert _value(registry, "nasrl_gpus_per_trial") == 2.0
+
+
+def test_table_children_report_their_flops_and_no_latency(table_run):
+    search, _, registry = table_run
+    complete = [r for r in search.ledger if r.state == TrialState.COMPLETE]
+    flops = [r.metrics["flops"] for r in complete]
+    assert flops == [nb201_costs(r.architecture)["flops"] for r in complete]
+    assert _value(registry, "nasrl_child_flops_count") == len(flops)
+    assert _value(registry, "nasrl_child_flops_sum") == sum(flops)
+    assert _value(registry, "nasrl_child_flops_bucket", le="1e+08") == sum(1 for f in flops if f <= 1e8)
+    assert _value(registry, "nasrl_child_latency_seconds_count") == 0  # a table has no latency to report
+
+
+def test_trained_childrens_latency_and_flops_are_observed_once_each():
+    registry = CollectorRegistry()
+    costs = {1: (0.004, 2_000_000), 2: (0.3, 3e9)}  # trial number: (latency_seconds, flops)
+
+    def child(t: TrialRecord) -> Outcome:
+        if t.number in costs:
+            latency, flops = costs[t.number]
+            return Outcome(t.trial_id, "COMPLETE", reward=0.5, metrics={"latency_seconds": latency, "flops": flops})
+        if t.number == 3:  # a failed child's metrics are not a cost of the search's children
+            return Outcome(t.trial_id, "FAILED", reason="nan_loss: NaN", metrics={"latency_seconds": 9.0, "flops": 9})
+        return Outcome(t.trial_id, "COMPLETE", reward=0.4)  # measured nothing (a language model, say)
+
+    config = build_config({"space": "conv", "trials": 5, "batch": 5, "start_layers": 1})
+    Search(config, InlineExecutor(child), run_id=RUN, listeners=[SearchMetrics(RUN, registry)]).run()
+    assert _value(registry, "nasrl_child_latency_seconds_count") == 2
+    assert _value(registry, "nasrl_child_latency_seconds_sum") == pytest.approx(0.304)
+    assert _value(registry, "nasrl_child_latency_seconds_bucket", le="0.005") == 1
+    assert _value(registry, "nasrl_child_latency_seconds_bucket", le="0.5") == 2
+    assert _value(registry, "nasrl_child_flops_count") == 2
+    assert _value(registry, "nasrl_child_flops_bucket", le="2.5e+06") == 1
+    assert _value(registry, "nasrl_child_flops_bucket", le="+Inf") == 2
 
 
 def test_scrape_text_has_run_labels_and_no_nan(table_run):
