@@ -90,8 +90,7 @@ class TrainConfig:
     # autocast, cudnn.benchmark, big evaluation batches. "auto": on when training on CUDA.
     fast: FastMode = "auto"
     compile: bool = False  # torch.compile the child (fast path only); its cache goes to NASRL_CACHE_DIR/inductor
-    # A trained child's latency is always timed at batch 1; also at this batch when set (None: batch 1 only).
-    latency_batch_size: int | None = None
+    latency_batch_size: int | None = None  # also time each trained child at this batch; None: at batch 1 only
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "reward_window", "max_parameters", "eval_batch_size")
