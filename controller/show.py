@@ -41,10 +41,10 @@ def show_run(run_dir: str, top: int = 10, pareto: bool = False) -> str:
         from controller.policies.reinforce import resolve_reward_transform
 
         transform = resolve_reward_transform(config.reinforce.reward_transform, config.make_space())
+        averaged = "objectives" if objective.trades else "rewards"  # what the policy learns from
         lines.append(
             f"policy    version {summary['policy_version']}, baseline {summary['baseline']:.4f}"
-            + (" (of cubed rewards)" if transform == "cube" else "")
-            + (" (of the objective)" if objective.trades else "")
+            + (f" (of cubed {averaged})" if transform == "cube" else f" (of {averaged})" if objective.trades else "")
         )
     if objective.trades:
         completed = ledger.in_state(TrialState.COMPLETE)

@@ -61,7 +61,10 @@ def reward_figure(run: RunData) -> Figure:
         xs_b = [x for x, _ in ups]
         # Averaged over transformed rewards, drawn back in reward units: one scale for all lines.
         ys_b = [baseline_as_reward(b, run.reward_transform) for _, b in ups]
-        ax.step(xs_b, ys_b, where="post", color="tab:orange", lw=1.5, label=BASELINE_LABEL)
+        # With an objective the policy averages objectives (reward traded against cost), not rewards.
+        traded = run.config is not None and run.config.objective.trades
+        label = BASELINE_LABEL.replace("of rewards", "of objectives") if traded else BASELINE_LABEL
+        ax.step(xs_b, ys_b, where="post", color="tab:orange", lw=1.5, label=label)
     if not rewards:
         _no_trials(ax)
     ax.set(title=f"Reward per trial: {run.label}", xlabel="trials finished", ylabel=reward_axis_label([run]))

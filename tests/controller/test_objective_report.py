@@ -5,7 +5,7 @@ import pytest
 
 from controller.config import build_config
 from controller.executors import InlineExecutor, Outcome
-from controller.report import FRONT_LABEL, load_run, pareto_figure, write_report
+from controller.report import BASELINE_LABEL, FRONT_LABEL, load_run, pareto_figure, reward_figure, write_report
 from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.stores import open_store
@@ -27,11 +27,11 @@ def drawn():
 
 
 # -- the trade-off plot ---------------------------------------------------------------------------
-def traded_run(path, objective):
+def traded_run(path, objective, strategy="random"):
     """Eight table cells with hand-made FLOPs: accuracy rises with cost, with two children off the front."""
     measured = [(0.70, 1e6), (0.80, 2e6), (0.75, 3e6), (0.88, 4e6), (0.86, 6e6), (0.93, 8e6), (0.90, 9e6), (0.95, 16e6)]
     config = build_config(
-        {"space": "nb201", "evaluator": "table", "strategy": "random", "trials": 8, "objective": objective}
+        {"space": "nb201", "evaluator": "table", "strategy": strategy, "trials": 8, "objective": objective}
     )
     files = RunFiles(open_store(str(path)))
     files.write_config(config.to_yaml())
@@ -67,3 +67,10 @@ def test_without_an_objective_the_plot_is_against_parameters_with_no_target(tmp_
     assert ax.get_xlabel() == "parameters"
     assert not [line for line in ax.get_lines() if line.get_label().startswith("target")]
     assert "best by objective" not in legend_texts(ax)
+
+
+def test_the_reward_plot_says_the_baseline_averages_objectives_when_the_run_trades(tmp_path, drawn):
+    traded = traded_run(tmp_path / "traded", {"kind": "flops", "target": 5e6}, strategy="reinforce")
+    plain = traded_run(tmp_path / "plain", {}, strategy="reinforce")
+    legends = [legend_texts(drawn(reward_figure(load_run(str(run))))) for run in (traded, plain)]
+    assert "REINFORCE baseline (moving average of objectives)" in legends[0] and BASELINE_LABEL in legends[1]
