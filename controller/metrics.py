@@ -121,6 +121,7 @@ class SearchMetrics:
         self._components = _Bounded(limit=5)  # store, kubernetes, and room for a few more
         self._error_kinds: dict[str, _Bounded] = {}
         self._best = -math.inf
+        self._best_objective = -math.inf
         self._last_refresh = -math.inf
         self._scrapes = _ScrapeClock()
         self.registry.register(self._scrapes)
@@ -174,6 +175,8 @@ class SearchMetrics:
         self.reward = histogram("nasrl_reward", "Rewards (validation accuracy) of completed trials", REWARD_BUCKETS)
         self.reward_last = gauge("nasrl_reward_last", "Reward of the trial that completed last")
         self.reward_best = gauge("nasrl_reward_best", "Best reward of the run so far")
+        self.objective_last = gauge("nasrl_objective_last", "Objective (reward traded against cost) of the last trial")
+        self.objective_best = gauge("nasrl_objective_best", "Best objective of the run so far: the child it returns")
         self.baseline = gauge(
             "nasrl_policy_baseline", "REINFORCE baseline (EMA of transformed rewards) at the last update"
         )
@@ -266,12 +269,21 @@ class SearchMetrics:
             # Between ledger refreshes the best can only rise by this trial.
             self._best = max(self._best, record.reward)  # type: ignore[type-var]
             self.reward_best.labels(self.run_id).set(self._best)
+        self._set_objective(search, record)
 
     def _on_trial_reused(self, search: Search, record: TrialRecord) -> None:
         # It counts toward the budget and the policy learns from it, but no GPU trained it.
         self.trials_finished.labels(self.run_id, "reused", "").inc()
         self.last_finished.labels(self.run_id).set(record.finished_at or time.time())
         self._observe(record)  # its reward and costs are the children sampled, trained or not
+        self._set_objective(search, record)
+
+    def _set_objective(self, search: Search, record: TrialRecord) -> None:
+        value = search.ledger.objective_of(record)  # the ledger holds the run's objective
+        if value is not None and math.isfinite(value):
+            self.objective_last.labels(self.run_id).set(value)
+            self._best_objective = max(self._best_objective, value)
+            self.objective_best.labels(self.run_id).set(self._best_objective)
 
     def _observe(self, record: TrialRecord) -> bool:
         """A completed child's costs where its result has them (the table evaluator has FLOPs only, a language
@@ -355,6 +367,11 @@ class SearchMetrics:
         if best is not None and best.reward is not None:
             self._best = best.reward
             self.reward_best.labels(self.run_id).set(best.reward)
+        best_objective = search.ledger.best_by_objective()
+        value = search.ledger.objective_of(best_objective) if best_objective is not None else None
+        if value is not None:
+            self._best_objective = value
+            self.objective_best.labels(self.run_id).set(value)
         self.policy_version.labels(self.run_id).set(search.policy.version)
         if SPACES[search.config.space].grows_with_depth:
             self.layers.labels(self.run_id).set(search.schedule.layers_at(search.state.next_number))

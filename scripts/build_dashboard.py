@@ -208,6 +208,19 @@ def cost_panels() -> list[Panel]:
         )
         .no_value("no costs measured")
         .override_by_regexp(".* FLOPs mean", [*RIGHT_AXIS, model.DynamicConfigValue(id_val="unit", value="short")]),
+        timeseries_panel(
+            "Objective",
+            "What the search optimises (objective.kind): the reward traded against a cost, MnasNet's "
+            "accuracy x (cost / target)^w, or the reward itself when nothing is traded. Points: the objective of each "
+            "trial as it completes; line: the best so far, the child the search returns (nasrl show --pareto lists "
+            "the children no other beats in both reward and cost).",
+            query(f"max by (run) (nasrl_objective_last{{{RUN}}})", "{{run}} trial objective"),
+            query(f"max by (run) (nasrl_objective_best{{{RUN}}})", "{{run}} best objective"),
+        )
+        .decimals(4)
+        .override_by_regexp(
+            ".* trial objective", [model.DynamicConfigValue(id_val="custom.drawStyle", value="points")]
+        ),
     ]
 
 
