@@ -220,8 +220,11 @@ def metrics_of(step_dir: Path) -> dict[str, float]:
 
 def summary(outputs: Path) -> list[str]:
     """What a finished local run found, in the order a reader wants it: the search, the final training,
-    then the best architecture, its test accuracy (language models: perplexity) and where its model is."""
+    then the best architecture, its test accuracy (language models: perplexity) with the exported model's
+    latency here, and where its model is."""
+    from components.select_export.report import latency_line
     from components.select_export.step import METRICS_KEY
+    from controller.objective import ObjectiveConfig
     from controller.stores import open_store
 
     searched = metrics_of(outputs / "search")
@@ -237,12 +240,20 @@ def summary(outputs: Path) -> list[str]:
     candidate = chosen["candidate"]
     architecture = next((t["summary"] for t in architectures["top"] if t["trial_id"] == candidate["trial_id"]), "?")
     completed, failed = int(metrics["grid_points_completed"]), int(metrics["grid_points_failed"])
+    objective = ObjectiveConfig(**(exported.get("objective") or {}))
+    val = shown.format(chosen[f"val_{measure}"])
+    searched_best, chosen_by = f"best reward {reward}", f"validation {measure}: {candidate['name']} ({val})"
+    if objective.trades:  # what the search and the choice went by, the raw figures beside it
+        searched_best = f"best objective {searched['best_objective']:.4g}, reward {reward}"
+        chosen_by = f"the objective: {candidate['name']} ({chosen['objective']:.4g}; validation {measure} {val})"
+    test = f"test {measure}: {shown.format(metrics[f'test_{measure}'])}"
+    if "export" in exported:  # an export older than the latency has none
+        test += f"; exported model: {latency_line(exported['export'], objective, measure == 'perplexity')}"
     return [
         f"search: {int(searched['trials_completed'])} trials completed, {int(searched['trials_failed'])} failed; "
-        f"best reward {reward} ({best['trial_id']})",
-        f"final training: {completed} of {completed + failed} grid points completed; chosen by validation "
-        f"{measure}: {candidate['name']} ({shown.format(chosen[f'val_{measure}'])})",
+        f"{searched_best} ({best['trial_id']})",
+        f"final training: {completed} of {completed + failed} grid points completed; chosen by {chosen_by}",
         f"best architecture: {candidate['trial_id']} (search rank {candidate['rank']}), {architecture}",
-        f"test {measure}: {shown.format(metrics[f'test_{measure}'])}",
+        test,
         f"model: {model_uri} (TorchScript; architecture.json and metrics.json beside it)",
     ]

@@ -87,6 +87,8 @@ def build_pipeline(
         final_lr_decay_epochs: list[int] = [30, 40],  # noqa: B006
         final_epochs: int = 50,
         executor: str = SEARCH["executor"],
+        objective_kind: str = SEARCH["objective_kind"],
+        objective_target: float = SEARCH["objective_target"],
         search_config: str = "{}",
     ):
         """NAS-RL (Zoph & Le, ICLR 2017): an RL controller searches child CNNs or recurrent cells, the best are
@@ -119,6 +121,11 @@ def build_pipeline(
             final_lr_decay_epochs: Final-training grid, both spaces: epochs after which the rate drops 10x (0: never).
             final_epochs: Final-training epochs, longer than the search's child_epochs.
             executor: "kubernetes" (children as Jobs) or "local" (worker processes inside the search pod).
+            objective_kind: What the search, the top-k and the final choice go by: "accuracy" (the paper), or
+                accuracy traded against "latency" (conv), "flops" (conv) or "parameters" (MnasNet's
+                accuracy x (cost / objective_target)^-0.07; other settings: search_config's "objective").
+            objective_target: The target of a trading objective_kind: seconds per image at batch 1 on the training
+                device, FLOPs per image or parameters (0: none, with "accuracy").
             search_config: A JSON object of further `nasrl search` settings, merged over these ({"child": {...}}).
         """
         exit_task = cleanup(
@@ -145,6 +152,8 @@ def build_pipeline(
                 image=image,
                 seed=seed,
                 executor=executor,
+                objective_kind=objective_kind,
+                objective_target=objective_target,
                 search_config=search_config,
                 s3_secret_name=s3_secret_name,
                 s3_endpoint=s3_endpoint,

@@ -33,8 +33,10 @@ def final_train(
         epochs: Final-training epochs.
         seed: Seed of the weights, batch order and augmentation.
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
-        model: The checkpoint: result, architecture, normalisation or LM settings, and weights (none if it failed).
-        metrics: Validation accuracy (rnn: validation perplexity), parameters and training time.
+        model: The checkpoint: result, costs, the search's objective, architecture, normalisation or LM settings,
+            and weights (none if it failed).
+        metrics: Validation accuracy (rnn: validation perplexity), parameters, FLOPs per image and batch-1
+            latency on this task's device (image classifiers), and training time.
     """
     import os
 
@@ -52,6 +54,10 @@ def final_train(
         model.metadata[quality] = checkpoint[quality]
         metrics.log_metric(quality, checkpoint[quality])
         metrics.log_metric("params", float(checkpoint["params"]))
+        for cost in ("flops", "latency_seconds"):  # image classifiers: measured on this task's device
+            if checkpoint.get(cost) is not None:
+                model.metadata[cost] = checkpoint[cost]
+                metrics.log_metric(cost, float(checkpoint[cost]))
         metrics.log_metric("train_seconds", checkpoint["train_seconds"])
     else:
         model.metadata["reason"] = checkpoint["reason"]

@@ -19,9 +19,15 @@ SGD on a language model wants rates near 20, not 0.1). They carry the search's l
 as ``"lm"`` (a JSON string too): the final model has the shape the search measured (hidden size,
 layers, tied softmax, dropout), trained on the whole training split for the final epochs.
 
-A training task writes one checkpoint file (:func:`save_checkpoint`): the result, and the weights when
-it completed; ``select-and-export`` reads them back with :func:`load_checkpoint`. ``kind`` says which
-trainer wrote it: ``"conv"`` (an image classifier) or ``"rnn"`` (a language model).
+With a search objective that trades accuracy against a cost (MnasNet's R = ACC x (COST/T)^w,
+:mod:`controller.objective`), the candidates carry it as ``"objective"`` (a JSON string too), so that
+``select-and-export`` chooses by what the search looked for.
+
+A training task writes one checkpoint file (:func:`save_checkpoint`): the result, its costs (``params``;
+image classifiers also ``flops`` per image and ``latency_seconds`` at batch 1, measured by the trainer on
+its training device as during the search), the objective, and the weights when it completed;
+``select-and-export`` reads them back with :func:`load_checkpoint`. ``kind`` says which trainer wrote it:
+``"conv"`` (an image classifier) or ``"rnn"`` (a language model).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from components.trainer.errors import InvalidConfig
 from components.trainer.lm import Corpus, LMConfig, train_lm
 from components.trainer.train import TrainConfig, train_child
 from controller.errors import ConfigError
+from controller.objective import ObjectiveConfig
 from controller.spaces import SPACES
 
 CHECKPOINT_FORMAT = "nasrl.final-train/2"
@@ -154,12 +161,19 @@ def candidate_name(rank: int, trial_id: str, point: Mapping[str, Any]) -> str:
 
 
 def plan_candidates(
-    top: Sequence[Mapping[str, Any]], grid: FinalGrid, space: str = "conv", lm: Mapping[str, Any] | None = None
+    top: Sequence[Mapping[str, Any]],
+    grid: FinalGrid,
+    space: str = "conv",
+    lm: Mapping[str, Any] | None = None,
+    objective: ObjectiveConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Every top architecture at every grid point, in (rank, grid) order; ``index`` breaks ties later.
-    ``lm``: the search's language-model settings, which rnn candidates carry."""
+    ``lm``: the search's language-model settings, which rnn candidates carry; ``objective``: the search's,
+    which they carry when it trades accuracy against a cost (accuracy alone needs nothing)."""
     points = grid.validate(space, lm).points(space)
     extra = {"lm": json.dumps(dict(lm or {}), sort_keys=True)} if is_language_model(space) else {}
+    if objective is not None and objective.trades:
+        extra["objective"] = json.dumps(dataclasses.asdict(objective), sort_keys=True)
     out: list[dict[str, Any]] = []
     for entry in top:
         for point in points:
@@ -206,9 +220,16 @@ def normalise_candidate(candidate: Mapping[str, Any]) -> dict[str, Any]:
         "weight_decay": float(candidate["weight_decay"]),
         "lr_decay_epoch": int(candidate.get("lr_decay_epoch") or 0),
     }
+    if "objective" in candidate:
+        out["objective"] = _json(candidate["objective"])
     if is_language_model(kind):
         return out | {"lm": _json(candidate["lm"])}
     return out | {"bn_eps": float(candidate["bn_eps"])}
+
+
+def objective_of(checkpoint: Mapping[str, Any]) -> ObjectiveConfig:
+    """The search objective a checkpoint was trained for; accuracy alone when it names none (as before)."""
+    return ObjectiveConfig(**(checkpoint.get("objective") or {}))
 
 
 def _checkpoint(candidate: Mapping[str, Any], kind: str, epochs: int, outcome: Any) -> dict[str, Any]:
@@ -216,8 +237,9 @@ def _checkpoint(candidate: Mapping[str, Any], kind: str, epochs: int, outcome: A
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
-        "candidate": {k: v for k, v in candidate.items() if k not in ("architecture", "lm")},
+        "candidate": {k: v for k, v in candidate.items() if k not in ("architecture", "lm", "objective")},
         "architecture": candidate["architecture"],
+        "objective": dataclasses.asdict(objective_of(candidate)),
         "status": outcome.status,
         "reason": None if outcome.reason_code is None else f"{outcome.reason_code}: {outcome.reason}",
         "params": outcome.params,
@@ -241,6 +263,9 @@ def train_candidate(
     outcome = train_child(candidate["architecture"], data, config, keep_model=True)
     return _checkpoint(candidate, candidate_kind(candidate), epochs, outcome) | {
         "val_accuracy": outcome.val_accuracy,
+        # Measured by train_child on the trained model (components/trainer/costs.py), as during the search.
+        "flops": outcome.flops,
+        "latency_seconds": outcome.latency_seconds,
         "dataset": {
             "name": data.name,
             "num_classes": data.num_classes,

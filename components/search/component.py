@@ -30,6 +30,8 @@ def search(
     image: str,
     seed: int,
     executor: str,
+    objective_kind: str,
+    objective_target: float,
     search_config: str,
     s3_secret_name: str,
     s3_endpoint: str,
@@ -67,11 +69,15 @@ def search(
         image: The image of the child Jobs.
         seed: One seed for the policy, the children and the data split.
         executor: "kubernetes" (children as Jobs) or "local" (worker processes in this step's pod).
+        objective_kind: What the search maximises: "accuracy" (the paper), or accuracy traded against "latency",
+            "flops" or "parameters" (MnasNet's accuracy x (cost / target)^-0.07).
+        objective_target: The cost target of a trading objective_kind: seconds at batch 1, FLOPs per image or
+            parameters (0: none, for "accuracy").
         search_config: A JSON object of further search settings, merged over the ones above.
         s3_secret_name: The Secret with the store's credentials, handed to the child Jobs.
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
         metrics_port: Serve Prometheus /metrics on this port, on all interfaces (0: off).
-        top_k: Architectures to retrain in the final training.
+        top_k: Architectures to retrain in the final training (the best by the objective).
         final_learning_rates: Final-training grid: learning rates (conv).
         final_weight_decays: Final-training grid: weight decays (conv).
         final_bn_eps: Final-training grid: batch-norm epsilons (conv).
@@ -80,8 +86,8 @@ def search(
         final_lm_learning_rates: Final-training grid: learning rates of the rnn space's language models.
         final_lm_weight_decays: Final-training grid: weight decays of the rnn space's language models.
         architectures: The top-k architectures (JSON).
-        metrics: Best reward, trials completed and failed.
-        table: The top-k table.
+        metrics: Best reward (with an objective: and best objective), trials completed and failed.
+        table: The top-k table (with an objective: ranked by it).
         report: The search at a glance: reward per trial with the baseline, best so far, the best architecture's
             drawing, and the top-k table.
     """

@@ -5,6 +5,10 @@ The typed pipeline parameters become a search config (the same keys as ``nasrl s
 ``search_config`` JSON object is merged over them, so any setting the CLI knows (``child.batch_size``,
 ``reinforce.learning_rate``, the ``kubernetes:`` section ...) can be set from the pipeline without a
 new parameter.
+
+With an objective that trades accuracy against a cost (``objective_kind``/``objective_target``, or the
+``objective`` section of ``search_config``), the top-k are the best by the objective, as ``summary.json``'s
+best is, and the final-training plan carries the objective on to the selection.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from components.final_train.step import KINDS, FinalGrid, is_language_model, pla
 from components.trainer.dataset_registry import TASKS
 from controller.errors import ConfigError, NasrlError
 from controller.executors import EXECUTORS
+from controller.objective import COST_KEYS, ObjectiveConfig, format_cost
 from controller.settings import merge
 from controller.spaces import SPACES
 
@@ -76,6 +81,8 @@ def search_settings(
     executor: str = "kubernetes",
     s3_secret_name: str = "",
     metrics_port: int = 0,
+    objective_kind: str = "accuracy",
+    objective_target: float = 0.0,
     search_config: str | Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -84,7 +91,9 @@ def search_settings(
     ``parallelism`` is the local worker count or the Kubernetes executor's Jobs alive at once. With the
     Kubernetes executor, the Jobs go to the controller's own namespace (``POD_NAMESPACE``, which the
     pipeline sets from the downward API) unless ``search_config`` names another. ``metrics_port`` serves
-    Prometheus ``/metrics`` on all the pod's interfaces (0: no metrics server).
+    Prometheus ``/metrics`` on all the pod's interfaces (0: no metrics server). ``objective_kind`` and
+    ``objective_target`` (0: none) are the ``objective`` section's kind and target; left at their defaults
+    they set nothing, so ``search_config``'s ``objective`` section alone decides.
     """
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, " | ".join(EXECUTORS))
@@ -108,6 +117,11 @@ def search_settings(
     }
     if metrics_port:
         settings |= {"metrics_port": metrics_port, "metrics_host": "0.0.0.0"}  # scraped from outside the pod
+    objective = ({"kind": objective_kind} if objective_kind != "accuracy" else {}) | (
+        {"target": float(objective_target)} if objective_target else {}
+    )
+    if objective:  # the config checks the pair: a target needs a kind that trades, and the other way round
+        settings["objective"] = objective
     if executor == "local":
         # No "executor" key: the local pool is the config's default, so this works with or without that field.
         settings["workers"] = parallelism
@@ -144,16 +158,18 @@ class SearchStep:
 
     run_dir: str
     summary: dict[str, Any]
-    top: list[dict[str, Any]]  # rank, trial_id, reward, params, architecture, summary
+    # rank, trial_id, reward, params, architecture, summary; with a trading objective also objective, the
+    # traded cost (under its metrics key) and meets_target
+    top: list[dict[str, Any]]
     candidates: list[dict[str, Any]]  # the final-training plan, one entry per final-train task
-    metrics: dict[str, float]  # best_reward, trials_completed, trials_failed
+    metrics: dict[str, float]  # best_reward, trials_completed, trials_failed; best_objective with an objective
     table: str  # Markdown: the top-k table
     table_html: str  # the same table as an HTML fragment (components/search/html_report.py)
     lm: dict[str, Any] | None = None  # rnn space: the search's language-model settings
 
     def architectures(self) -> dict[str, Any]:
         """The top-k artifact's content: enough for anyone to rebuild and retrain the architectures."""
-        keys = ("run_id", "space", "strategy", "seed", "trials_completed", "trials_failed")
+        keys = ("run_id", "space", "strategy", "seed", "objective", "trials_completed", "trials_failed")
         lm = {} if self.lm is None else {"lm": self.lm}
         return {"run_dir": self.run_dir} | {k: self.summary.get(k) for k in keys} | lm | {"top": self.top}
 
@@ -189,7 +205,10 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         summary = run_search(config, quiet=quiet)
 
     contents = read_run(files.store)
-    records = Ledger(contents.trials if contents is not None else []).top(top_k)
+    objective = config.objective
+    ledger = Ledger(contents.trials if contents is not None else [], objective=objective)
+    # What the search looked for: the objective when it trades accuracy against a cost, as summary.json's best.
+    records = ledger.top(top_k, by_objective=objective.trades)
     if not records:
         raise NasrlError(
             f"no trial of {run_dir} completed ({summary['trials_failed']} failed): nothing to train; "
@@ -208,6 +227,10 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         task = TASKS.get(SPACES[config.space].task or "")
         if task is not None and not task.higher_is_better:  # the reward hides the quality: show it too
             entry[task.metric] = record.metrics.get(task.metric)
+        if objective.trades:
+            entry["objective"] = ledger.objective_of(record)
+            entry[COST_KEYS[objective.kind]] = record.metrics.get(COST_KEYS[objective.kind])  # as params above
+            entry["meets_target"] = objective.meets_target(record.metrics)
         top.append(entry)
     lm = lm_settings(config)
     metrics = {
@@ -215,11 +238,13 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
         "trials_completed": float(summary["trials_completed"]),
         "trials_failed": float(summary["trials_failed"]),
     }
+    if objective.trades and summary["best"].get("objective") is not None:
+        metrics["best_objective"] = float(summary["best"]["objective"])
     return SearchStep(
         run_dir=run_dir,
         summary=summary,
         top=top,
-        candidates=plan_candidates(top, grid, config.space, lm),
+        candidates=plan_candidates(top, grid, config.space, lm, objective),
         metrics=metrics,
         table=top_k_table(top, summary, run_dir, reward_c=config.lm.reward_c),
         table_html=top_k_html(top_k_rows(top, summary, run_dir, reward_c=config.lm.reward_c)),
@@ -253,24 +278,32 @@ def top_k_rows(
     top: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: str, reward_c: float = 80.0
 ) -> TopTable:
     """For the rnn space with each cell's validation perplexity, since its reward c / perplexity² is hard
-    to read on its own."""
+    to read on its own; with an objective that trades, with each one's objective and traded cost."""
     rnn = is_language_model(summary.get("space", "conv"))
     reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
+    objective = ObjectiveConfig(**(summary.get("objective") or {}))
+    cost = objective.kind if objective.trades and objective.kind != "parameters" else None  # params: a column
     columns = [("rank", True), ("trial", False), ("reward", True)]
     columns += [("val perplexity", True)] if rnn else []
+    columns += [("objective", True)] if objective.trades else []
+    columns += [(cost, True)] if cost else []
     columns += [("parameters", True), ("architecture", False)]
     rows = []
     for entry in top:
         params, perplexity = entry.get("params"), entry.get("val_perplexity")
         row = [str(entry["rank"]), entry["trial_id"], f"{entry['reward']:{'.4g' if rnn else '.4f'}}"]
         row += [f"{perplexity:.2f}" if perplexity is not None else "-"] if rnn else []
+        if objective.trades:
+            row += [f"{entry['objective']:.4g}" if entry.get("objective") is not None else "-"]
+        row += [format_cost(cost, entry.get(COST_KEYS[cost]))] if cost else []
         row += [f"{params:,}" if params is not None else "-", entry.get("summary", "")]
         rows.append(row)
+    ranked = f" Ranked by the objective {objective.describe()}." if objective.trades else ""
     return TopTable(
         title=f"Top {len(top)} architecture{'s' if len(top) != 1 else ''}",
         caption=f"{summary.get('strategy', '?')} search over the {summary.get('space', '?')} space: "
         f"{summary.get('trials_completed', 0)} trials completed, {summary.get('trials_failed', 0)} failed. "
-        f"Reward: {reward}.",
+        f"Reward: {reward}.{ranked}",
         header=[name for name, _ in columns],
         numeric=[numeric for _, numeric in columns],
         rows=rows,

@@ -17,8 +17,9 @@ def select_and_export(
     report: Output[Markdown],
 ) -> str:
     """Picks the final model with the best validation accuracy (language models: the lowest validation
-    perplexity), evaluates it once on the test set, and exports it (TorchScript, architecture.json,
-    metrics.json) to RUN/export/ in the store; returns the TorchScript file's URI.
+    perplexity), or the best by the search's objective when it trades accuracy against a cost, evaluates it
+    once on the test set, times the exported model at batch 1 on this step's device, and exports it
+    (TorchScript, architecture.json, metrics.json) to RUN/export/ in the store; returns the TorchScript file's URI.
 
     Args:
         models: Every final-train checkpoint (dsl.Collected).
@@ -26,9 +27,11 @@ def select_and_export(
         dataset: "fashion-mnist", "cifar10" or "digits"; "ptb" for language models.
         data_dir: The dataset's folder or store URI; empty for the usual place.
         s3_endpoint: NASRL_S3_ENDPOINT of the store (empty: from the environment).
-        metrics: Test and validation accuracy (or perplexity) of the chosen model, parameters, grid points
-            completed and failed.
-        report: Every grid point's result and the choice.
+        metrics: Test and validation accuracy (or perplexity) of the chosen model, the exported model's latency
+            (export_latency_seconds), parameters, FLOPs, grid points completed and failed; with an objective
+            that trades, the chosen model's objective and meets_target (1: the exported model meets the target
+            on this step's device, 0: not).
+        report: Every grid point's result, the choice and the exported model's latency.
     """
     import json
     import os

@@ -12,6 +12,7 @@ from components.final_train.step import (
     lm_config,
     load_checkpoint,
     normalise_candidate,
+    objective_of,
     plan_candidates,
     run_final_train,
     save_checkpoint,
@@ -22,6 +23,7 @@ from components.trainer.datasets import load_dataset
 from components.trainer.errors import InvalidConfig
 from components.trainer.lm import LMConfig, batchify, build_lm, evaluate_lm, load_ptb, perplexity
 from controller.errors import ConfigError
+from controller.objective import ObjectiveConfig
 from controller.spaces.rnn import PAPER_CELL
 from tests.support.ptb import TINY_LM, write_mini_ptb
 
@@ -106,11 +108,24 @@ def test_one_candidate_trains_and_its_checkpoint_holds_weights_and_result(digits
     assert len(checkpoint["curves"]["val_accuracy"]) == 3
     assert checkpoint["candidate"]["bn_eps"] == 1e-3 and checkpoint["dataset"]["num_classes"] == 10
     assert "layers.0.conv.weight" in checkpoint["state_dict"]
+    # What the final child costs, measured as the search measures its children: FLOPs, batch-1 latency.
+    assert checkpoint["flops"] > 0 and 0 < checkpoint["latency_seconds"] < 60
+    assert objective_of(checkpoint) == ObjectiveConfig()  # the search traded nothing: accuracy alone
 
     save_checkpoint(checkpoint, tmp_path / "model")
     loaded = load_checkpoint(tmp_path / "model")
     assert loaded["val_accuracy"] == checkpoint["val_accuracy"]
     assert loaded["state_dict"]["classifier.weight"].equal(checkpoint["state_dict"]["classifier.weight"])
+
+
+def test_a_trading_objective_travels_with_the_candidates_through_kfp_into_the_checkpoint(digits) -> None:
+    assert all("objective" not in c for c in plan_candidates(TOP, GRID))  # accuracy alone: the plan of before
+    objective = ObjectiveConfig(kind="latency", target=0.002, hard=True)
+    grid = FinalGrid([0.1], [1e-4], [1e-5], [0], epochs=1)
+    candidate = through_kfp(plan_candidates(TOP[1:], grid, objective=objective)[0])
+    checkpoint = train_candidate(candidate, digits, epochs=1, device="cpu")
+    assert objective_of(checkpoint) == objective and "objective" not in checkpoint["candidate"]
+    assert checkpoint["latency_seconds"] > 0  # the cost it trades against
 
 
 def test_a_failed_training_is_a_result_not_an_exception(digits) -> None:

@@ -18,6 +18,7 @@ from components.search.step import (
 )
 from controller.config import build_config
 from controller.errors import ConfigError
+from controller.objective import ObjectiveConfig
 from controller.stores import open_store
 from tests.support.pages import assert_a_page_of_plots_and_the_table, page_images
 from tests.support.ptb import TINY_LM, write_mini_ptb
@@ -68,6 +69,24 @@ def test_search_config_json_is_merged_over_the_typed_parameters() -> None:
     assert settings["child"] == {"epochs": 3, "batch_size": 64}
     assert settings["kubernetes"]["namespace"] == "jobs" and settings["kubernetes"]["memory_limit"] == "16Gi"
     assert settings["kubernetes"]["image"] == "registry/nasrl:1" and settings["trials"] == 7
+
+
+def test_the_objective_parameters_set_the_objective_and_search_config_fills_in_the_rest() -> None:
+    plain = search_settings(**COMMON, executor="local")
+    assert "objective" not in plain and build_config(plain).objective == ObjectiveConfig()  # the paper's
+    typed = search_settings(**COMMON, executor="local", objective_kind="latency", objective_target=0.002)
+    assert build_config(typed).objective == ObjectiveConfig(kind="latency", target=0.002)
+    mixed = search_settings(
+        **COMMON, executor="local", objective_kind="flops", search_config={"objective": {"target": 3e6, "hard": True}}
+    )
+    assert build_config(mixed).objective == ObjectiveConfig(kind="flops", target=3e6, hard=True)
+
+
+@pytest.mark.parametrize("kind, target", [("accuracy", 0.002), ("latency", 0.0)])
+def test_a_target_without_a_kind_that_trades_or_the_other_way_round_is_refused(kind, target) -> None:
+    settings = search_settings(**COMMON, executor="local", objective_kind=kind, objective_target=target)
+    with pytest.raises(ConfigError, match=r"objective\.target"):
+        build_config(settings)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"conv"'])
@@ -131,7 +150,7 @@ def test_a_tiny_search_gives_top_k_metrics_a_table_and_the_plan_and_a_retry_resu
     assert len(open_store(step.run_dir).list("trials/")) == 2 * 3  # architecture.json + result.json per trial
 
 
-def test_the_search_page_shows_the_reports_plots_and_the_top_k_table(tmp_path) -> None:
+def test_with_a_latency_objective_the_top_k_plan_and_page_go_by_the_objective(tmp_path) -> None:
     settings = search_settings(
         **(COMMON | {"store": str(tmp_path)}),
         dataset="digits",
@@ -141,7 +160,9 @@ def test_the_search_page_shows_the_reports_plots_and_the_top_k_table(tmp_path) -
         child_epochs=1,
         train_subset=200,
         executor="local",
-        search_config={"start_layers": 3, "max_layers": 3, "num_filters": [8]},
+        objective_kind="latency",
+        objective_target=0.0005,
+        search_config={"start_layers": 3, "max_layers": 3, "num_filters": [8, 16]},
     )
     step = run_search_step(settings, top_k=3, grid=GRID, quiet=True)
     page = search_report_html(step)
@@ -149,6 +170,20 @@ def test_the_search_page_shows_the_reports_plots_and_the_top_k_table(tmp_path) -
     assert {"reward", "best_so_far", "architecture"} <= set(page_images(page))  # nasrl report's three plots
     done, failed = step.summary["trials_completed"], step.summary["trials_failed"]
     assert f"{done} trials completed, {failed} failed" in page and done + failed == 4
+
+    # The top-k are the best by the objective, summary.json's best first, each with its latency and verdict.
+    objectives = [entry["objective"] for entry in step.top]
+    assert objectives == sorted(objectives, reverse=True) and len(step.top) == min(3, done)
+    assert step.top[0]["trial_id"] == step.summary["best"]["trial_id"]
+    assert step.metrics["best_objective"] == objectives[0] and step.metrics["best_reward"] == step.top[0]["reward"]
+    for entry in step.top:
+        assert entry["objective"] == pytest.approx(entry["reward"] * (entry["latency_seconds"] / 0.0005) ** -0.07)
+        assert entry["meets_target"] is (entry["latency_seconds"] <= 0.0005)
+    assert "Ranked by the objective accuracy x (latency / 0.0005)^w" in page and "<th>objective</th>" in page
+    assert "| rank | trial | reward | objective | latency | parameters |" in step.table
+    # The plan carries the objective on, for the final choice.
+    assert step.architectures()["objective"]["kind"] == "latency"
+    assert {json.loads(c["objective"])["target"] for c in step.candidates} == {0.0005}
 
 
 def test_a_plot_that_cannot_be_drawn_leaves_the_page_without_plots_not_the_step_failed(tmp_path, caplog) -> None:

@@ -111,6 +111,11 @@ def test_the_export_reproduces_the_test_perplexity_measured_once(checkpoints, mi
     assert "Chosen by validation perplexity" in export.report and "BN eps" not in export.report
     assert export.report.count("\n| ") == 1 + 5  # header row, then one row per grid point
 
+    # The export timed on the CPU, the one device it runs on: one word at batch 1.
+    assert export.export["device"] == "cpu" and export.export["batch_size"] == 1
+    assert 0 < export.metrics["export_latency_seconds"] == metrics["export"]["latency_seconds"] < 60
+    assert " per word at batch 1 on the CPU (" in export.report
+
 
 def test_the_exported_cell_takes_any_batch_and_sequence_length(checkpoints, mini_ptb, tmp_path) -> None:
     # The base-2 cell alone (its add and elem_mult leaves), traced with a batch of 2.

@@ -1,19 +1,23 @@
-"""Selection by validation accuracy, one look at the test set, and an export a user can load."""
+"""Selection by validation accuracy (or by the search's objective), one look at the test set, and an export
+a user can load, timed where it was exported."""
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import statistics
 
 import pytest
 import torch
 
-from components.final_train.step import FinalGrid, plan_candidates, save_checkpoint, train_candidate
+from components.final_train.step import FinalGrid, load_checkpoint, plan_candidates, save_checkpoint, train_candidate
 from components.select_export import step as select_step
 from components.select_export.step import choose, read_export, rebuild, select_and_export
 from components.trainer import train as train_module
 from components.trainer.datasets import load_dataset
 from controller.errors import NasrlError
+from controller.objective import format_cost
 from controller.stores import open_store
 
 # TorchScript is what the export promises; torch 2.13 deprecates it in favour of torch.export (see the report).
@@ -51,14 +55,22 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
-def fake(name: str, val: float | None, rank: int = 1, index: int = 0, status: str = "COMPLETE") -> dict:
+def fake(
+    name: str, val: float | None, rank: int = 1, index: int = 0, status: str = "COMPLETE", trial: str = "", **more
+) -> dict:
+    """A checkpoint as final-train writes it, without weights; ``trial``: its architecture's trial (default: one
+    of its own); ``more``: its costs and objective."""
     return {
-        "candidate": {"name": name, "rank": rank, "index": index},
+        "candidate": {"name": name, "rank": rank, "index": index, "trial_id": trial or name},
         "status": status,
         "val_accuracy": val,
         "reason": None if status == "COMPLETE" else "nan_loss: diverged",
         "state_dict": {} if status == "COMPLETE" else None,
-    }
+    } | more
+
+
+# MnasNet's soft trade-off against a 2 ms target, as the search step hands it on.
+LATENCY = {"kind": "latency", "target": 0.002, "weight": -0.07, "hard": False}
 
 
 def test_choose_takes_the_best_validation_accuracy_and_breaks_ties_by_rank_then_grid_order() -> None:
@@ -66,6 +78,45 @@ def test_choose_takes_the_best_validation_accuracy_and_breaks_ties_by_rank_then_
     tied = [fake("late", 0.7, rank=1, index=5), fake("worse-rank", 0.7, rank=2, index=0), fake("early", 0.7, index=3)]
     assert choose(tied)["candidate"]["name"] == "early"
     assert choose(list(reversed(tied)))["candidate"]["name"] == "early"  # arrival order does not matter
+
+
+def test_with_a_latency_objective_choose_takes_a_faster_point_over_a_slightly_more_accurate_slow_one() -> None:
+    slow = fake("slow", 0.91, latency_seconds=0.008, objective=LATENCY)  # 0.91 x 4^-0.07 = 0.826
+    fast = fake("fast", 0.90, index=1, latency_seconds=0.001, objective=LATENCY)  # 0.90 x 0.5^-0.07 = 0.945
+    assert choose([slow, fast])["candidate"]["name"] == "fast"
+    # Accuracy alone (no objective, as every checkpoint before objectives): the more accurate one, as before.
+    plain = [{k: v for k, v in c.items() if k != "objective"} for c in (slow, fast)]
+    assert choose(plain)["candidate"]["name"] == "slow"
+    # A trade-off, not the fastest: much less accurate is not worth it (0.70 x 0.5^-0.07 = 0.735).
+    sloppy = fake("sloppy", 0.70, index=2, latency_seconds=0.001, objective=LATENCY)
+    assert choose([slow, sloppy])["candidate"]["name"] == "slow"
+
+
+def test_timing_noise_between_grid_points_of_one_architecture_does_not_choose_between_them() -> None:
+    # One network at two grid points, timed by two tasks: 3 ms and 1 ms. Its latency is their median, 2 ms,
+    # for both, so the more accurate point wins; its own 3 ms would have lost (0.91 x 1.5^-0.07 < 0.90 x 0.5^-0.07).
+    points = [
+        fake("accurate", 0.91, trial="t1", latency_seconds=0.003, objective=LATENCY),
+        fake("timed-fast", 0.90, index=1, trial="t1", latency_seconds=0.001, objective=LATENCY),
+    ]
+    assert choose(points)["candidate"]["name"] == "accurate"
+
+
+def test_with_an_objective_ties_go_to_rank_then_grid_order_and_a_point_without_the_cost_comes_last() -> None:
+    tied = [
+        fake("late", 0.9, index=5, latency_seconds=0.002, objective=LATENCY),
+        fake("worse-rank", 0.9, rank=2, index=0, latency_seconds=0.002, objective=LATENCY),
+        fake("early", 0.9, index=3, latency_seconds=0.002, objective=LATENCY),
+    ]
+    assert choose(tied)["candidate"]["name"] == choose(tied[::-1])["candidate"]["name"] == "early"
+    unmeasured = fake("unmeasured", 0.99, index=0, objective=LATENCY)
+    assert choose([unmeasured, *tied])["candidate"]["name"] == "early"
+
+
+def test_choose_refuses_checkpoints_of_two_objectives() -> None:
+    other = LATENCY | {"target": 0.005}
+    with pytest.raises(NasrlError, match="2 objectives"):
+        choose([fake("a", 0.9, objective=LATENCY), fake("b", 0.9, index=1, objective=other)])
 
 
 def test_choose_refuses_when_nothing_completed_and_says_why() -> None:
@@ -109,6 +160,48 @@ def test_select_and_export_writes_a_loadable_torchscript_model(checkpoints, tmp_
 
     assert "**chosen**" in export.report and "| broken |" not in export.report
     assert export.report.count("\n| ") == 1 + 3  # header row, then one row per grid point
+    assert "Chosen by validation accuracy: " in export.report and "objective" not in export.report
+
+    # The exported model timed here, at batch 1, beside its test accuracy; no objective, so no target.
+    latency = export.metrics["export_latency_seconds"]
+    assert math.isfinite(latency) and latency > 0
+    assert metrics["export"] == export.export and export.export["latency_seconds"] == latency
+    assert export.export["batch_size"] == 1 and export.export["device"] == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    assert export.export["meets_target"] is None and "meets_target" not in export.metrics
+    assert f"**{format_cost('latency', latency)} per image at batch 1 on the " in export.report
+
+
+@pytest.mark.parametrize("target, meets", [(60.0, True), (1e-9, False)])
+def test_with_a_latency_objective_the_export_chooses_by_it_and_says_if_the_model_meets_the_target_here(
+    checkpoints, tmp_path, target, meets
+) -> None:
+    objective = LATENCY | {"target": target}
+    paths = []
+    for path in checkpoints:  # as final-train writes them when the search traded accuracy against latency
+        save_checkpoint(load_checkpoint(path) | {"objective": objective}, tmp_path / path.name)
+        paths.append(tmp_path / path.name)
+    export = select_and_export(paths, run_dir=str(tmp_path / "run"), dataset="digits", data_dir="")
+
+    completed = [r for r in export.results if r["status"] == "COMPLETE"]
+    # Both grid points are one architecture: its latency is the median of their two timings.
+    latency = statistics.median(r["latency_seconds"] for r in completed)
+    for r in completed:  # each grid point's objective: its validation accuracy x (latency / target)^-0.07
+        assert r["latency_seconds"] > 0 and r["flops"] > 0 and r["cost"] == latency
+        assert r["objective"] == pytest.approx(r["val_accuracy"] * (latency / target) ** -0.07)
+    assert export.best["objective"] == max(r["objective"] for r in completed) == export.metrics["objective"]
+    assert export.best["val_accuracy"] == max(r["val_accuracy"] for r in completed)  # the same network: accuracy
+    assert [r["objective"] for r in completed] == sorted((r["objective"] for r in completed), reverse=True)
+
+    assert export.export["meets_target"] is meets and export.metrics["meets_target"] == float(meets)
+    _, _, metrics = read_export(str(tmp_path / "run"))
+    assert metrics["objective"] == objective and metrics["export"]["meets_target"] is meets
+    assert metrics["metrics"]["export_latency_seconds"] == export.export["latency_seconds"] > 0
+    assert "Chosen by the objective accuracy x (latency / " in export.report
+    verdict = "meets" if meets else "does not meet"
+    assert f"; {verdict} the latency target ({format_cost('latency', target)})**" in export.report
+    assert "| objective | latency | parameters |" in export.report
 
 
 def test_the_rebuilt_model_is_the_trained_one_including_its_bn_epsilon(checkpoints) -> None:

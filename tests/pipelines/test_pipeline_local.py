@@ -1,10 +1,13 @@
 """The whole pipeline on this machine with kfp.local's SubprocessRunner: a tiny search on digits with the
-local worker pool and a folder store, a 2-point final grid, selection and export, and the exit handler;
-and the same for recurrent cells on a miniature Penn Treebank."""
+local worker pool and a folder store, trading accuracy against latency from search to export, a 2-point final
+grid, selection and export, and the exit handler; and the same for recurrent cells on a miniature Penn
+Treebank, by accuracy (perplexity) alone."""
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -40,15 +43,23 @@ def _one_thread_per_step(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # every step is a subprocess; they share 2 busy cores
 
 
+TARGET = 0.0005  # seconds at batch 1: about what the tiny children take on a CPU, so the trade-off bites
+
+
 def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_path, capsys) -> None:
-    # Through the command a user types: `nasrl pipeline run-local`, kfp.local's log kept out of the terminal.
-    assert main(["pipeline", "run-local", "--store", str(tmp_path / "store"), "--root", str(tmp_path / "root")]) == 0
+    # Through the command a user types: `nasrl pipeline run-local`, kfp.local's log kept out of the terminal;
+    # the objective through the pipeline's own parameters, as the Kubeflow UI sets them.
+    objective = ["--arg", "objective_kind=latency", "--arg", f"objective_target={TARGET}"]
+    argv = ["pipeline", "run-local", "--store", str(tmp_path / "store"), "--root", str(tmp_path / "root")]
+    assert main(argv + objective) == 0
     printed = capsys.readouterr()
     (outputs,) = (tmp_path / "root").glob("nasrl-*")
 
     search = metrics_of(outputs / "search")
     assert search["trials_completed"] + search["trials_failed"] == TINY["trials"]
     architectures = json.loads((outputs / "search" / "architectures").read_text())
+    assert architectures["objective"] == {"kind": "latency", "target": TARGET, "weight": -0.07, "hard": False}
+    assert search["best_objective"] == architectures["top"][0]["objective"]  # the top-k went by the objective
     run_dir = architectures["run_dir"]
     assert Path(run_dir).parent == tmp_path / "store" and Path(run_dir).name.startswith("kfp-")
     assert search["best_reward"] == architectures["top"][0]["reward"]
@@ -58,13 +69,18 @@ def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_p
     trained = sorted(outputs.glob("for-loop-*-iteration-*/final-train"))
     assert len(trained) == 2  # top_k 1 × two learning rates
     val = [output(t)["artifacts"]["model"]["artifacts"][0]["metadata"]["val_accuracy"] for t in trained]
+    latencies = [metrics_of(t)["latency_seconds"] for t in trained]  # each final model's, timed where it trained
+    assert all(latency > 0 for latency in latencies)
 
+    # One architecture at two grid points: the same latency (their median) for both, so the more accurate wins.
     chosen = metrics_of(outputs / "select-and-export")
     assert chosen["val_accuracy"] == max(val)
+    assert chosen["objective"] == pytest.approx(max(val) * (statistics.median(latencies) / TARGET) ** -0.07)
     assert chosen["grid_points_completed"] == 2 and chosen["grid_points_failed"] == 0
     assert chosen["search_reward"] == search["best_reward"]
     report = (outputs / "select-and-export" / "report").read_text()
     assert "**chosen**" in report and report.count("| 1 | ") == 2
+    assert "Chosen by the objective accuracy x (latency / 0.0005)^w" in report
     assert output(outputs / "select-and-export")["parameterValues"]["Output"] == f"{run_dir}/export/model.pt"
 
     model, architecture, exported = read_export(run_dir)
@@ -75,6 +91,10 @@ def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_p
     assert accuracy == pytest.approx(chosen["test_accuracy"], abs=1e-12) == exported["metrics"]["test_accuracy"]
     assert accuracy > 0.3  # it learnt something; chance is 0.1
     assert architecture["architecture"] == architectures["top"][0]["architecture"]
+    # Beside the test accuracy: the exported model's latency here, and whether it meets the target here.
+    latency = exported["export"]["latency_seconds"]
+    assert math.isfinite(latency) and latency > 0 and chosen["export_latency_seconds"] == latency
+    assert exported["export"]["meets_target"] is (latency <= TARGET) and chosen["meets_target"] == (latency <= TARGET)
 
     assert (outputs / "cleanup" / "executor_output.json").is_file()  # the exit handler ran
 
@@ -96,8 +116,10 @@ def test_the_whole_pipeline_runs_locally_and_exports_a_model_that_predicts(tmp_p
     ]
     chosen_trial = architecture["trial_id"]
     summary = next(t["summary"] for t in architectures["top"] if t["trial_id"] == chosen_trial)
+    assert lines[-4].startswith("final training: 2 of 2 grid points completed; chosen by the objective: ")
     assert lines[-3] == f"best architecture: {chosen_trial} (search rank 1), {summary}"
-    assert lines[-2] == f"test accuracy: {chosen['test_accuracy']:.4f}"
+    assert lines[-2].startswith(f"test accuracy: {chosen['test_accuracy']:.4f}; exported model: ")
+    assert " per image at batch 1 on the CPU (" in lines[-2] and "the latency target (0.5ms)" in lines[-2]
     assert lines[-1].startswith(f"model: {run_dir}/export/model.pt ")
     assert Path(lines[-1].split()[1]).is_file()
 
@@ -151,3 +173,5 @@ def test_a_cell_search_runs_through_the_whole_pipeline_and_exports_a_language_mo
     assert perplexity(evaluate_lm(model, test)) == pytest.approx(chosen["test_perplexity"], rel=1e-4)
     assert chosen["test_perplexity"] == exported["metrics"]["test_perplexity"]
     assert chosen["test_perplexity"] < 10_000  # better than guessing among 10,000 words
+    assert chosen["export_latency_seconds"] == exported["export"]["latency_seconds"] > 0
+    assert "objective" not in chosen and "meets_target" not in chosen  # perplexity alone, as before objectives

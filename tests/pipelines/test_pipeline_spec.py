@@ -47,6 +47,8 @@ PARAMETERS = {
     "final_lr_decay_epochs": ("LIST", [30, 40]),
     "final_epochs": ("NUMBER_INTEGER", 50),
     "executor": ("STRING", "kubernetes"),
+    "objective_kind": ("STRING", "accuracy"),
+    "objective_target": ("NUMBER_DOUBLE", 0.0),
     "search_config": ("STRING", "{}"),
 }
 
