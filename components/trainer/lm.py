@@ -189,7 +189,9 @@ class LMResult(ChildResult):
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return super().to_dict() | {"val_accuracy": None}
+        # The image trainer's cost fields too: a language model's FLOPs and latency are not measured (None).
+        costs = dict.fromkeys(("flops", "latency_seconds", "latency_batch_seconds", "latency_batch_size"))
+        return super().to_dict() | {"val_accuracy": None} | costs
 
 
 def lm_reward(val_perplexity: float, c: float = 80.0) -> float:
