@@ -20,11 +20,10 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from threading import Condition, Thread
+from threading import Condition
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -32,8 +31,6 @@ from controller.policies.reinforce import baseline_as_reward, resolve_reward_tra
 from controller.spaces import SPACES
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from controller.ledger import TrialRecord
     from controller.search import Search
 
@@ -375,40 +372,3 @@ class SearchMetrics:
         self.policy_version.labels(self.run_id).set(search.policy.version)
         if SPACES[search.config.space].grows_with_depth:
             self.layers.labels(self.run_id).set(search.schedule.layers_at(search.state.next_number))
-
-
-# -- the HTTP endpoint ------------------------------------------------------------------------------
-@dataclass
-class MetricsServer:
-    """A running ``/metrics`` endpoint; ``shutdown()`` stops it and frees the port."""
-
-    server: WSGIServer
-    thread: Thread
-    host: str
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-
-def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``registry`` on ``http://host:port/metrics`` from a daemon thread. Loopback by default:
-    in a pod, pass ``0.0.0.0`` so Prometheus can reach it. ``port=0`` picks a free port (``.port``)."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    return MetricsServer(server, thread, host)

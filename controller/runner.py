@@ -88,7 +88,8 @@ def run_search(config: SearchConfig, resume_dir: str | None = None, quiet: bool 
         executor.on_error = lambda kind: search.report_error(config.executor, kind)
         metrics = None
         if config.metrics_port is not None:
-            from controller.metrics import SearchMetrics, serve_metrics
+            from controller.metrics import SearchMetrics
+            from controller.metrics_server import serve_metrics
 
             # The checkpoint's run id, not a fresh one: a resumed run keeps its series.
             # A trial's share of a GPU: children_per_gpu of them train on one at a time.

@@ -15,7 +15,8 @@ from controller.config import build_config
 from controller.evaluators.table import evaluate_trial, nb201_costs
 from controller.executors import InlineExecutor, Outcome
 from controller.ledger import TrialRecord, TrialState
-from controller.metrics import MAX_LABEL_VALUES, SearchMetrics, reason_code, serve_metrics
+from controller.metrics import MAX_LABEL_VALUES, SearchMetrics, reason_code
+from controller.metrics_server import serve_metrics
 from controller.run_layout import RunFiles
 from controller.search import Search
 from controller.stores.memory import MemoryStore

@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry
 from controller.config import build_config
 from controller.executors import InlineExecutor, Outcome
 from controller.ledger import TrialRecord
-from controller.metrics import MetricsServer, SearchMetrics, serve_metrics
+from controller.metrics import SearchMetrics
+from controller.metrics_server import MetricsServer, serve_metrics
 from controller.search import Search
 
 ROOT = Path(__file__).resolve().parents[2]
