@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from controller.errors import ProtocolError
 from controller.executors.base import Outcome
@@ -36,8 +36,22 @@ class DatasetSpec:
     seed: int = 0
 
 
+class _Record:
+    """What both trial files share: JSON bytes in and out, through the record's own ``from_dict``."""
+
+    @classmethod
+    def from_json(cls, data: bytes, key: str) -> Self:
+        return cls.from_dict(_decode(data, key), key)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> bytes:
+        return _encode(self.to_dict())
+
+
 @dataclass(frozen=True)
-class TrialSpec:
+class TrialSpec(_Record):
     """``architecture.json``: everything a trainer needs to train one trial, and the controller to rebuild it."""
 
     trial_id: str
@@ -76,19 +90,9 @@ class TrialSpec:
             replica=r.get("replica", _optional(_count)),
         )
 
-    @classmethod
-    def from_json(cls, data: bytes, key: str) -> TrialSpec:
-        return cls.from_dict(_decode(data, key), key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> bytes:
-        return _encode(self.to_dict())
-
 
 @dataclass(frozen=True)
-class TrialResult:
+class TrialResult(_Record):
     """``result.json``: how a trial ended, written once by its trainer (or the table evaluator).
 
     COMPLETE carries a finite reward and no reason_code; FAILED carries no reward, and says why in
@@ -140,16 +144,6 @@ class TrialResult:
             train_seconds=r.get("train_seconds", _optional(_number)),
             curves=r.get("curves", _curves, default={}),
         )
-
-    @classmethod
-    def from_json(cls, data: bytes, key: str) -> TrialResult:
-        return cls.from_dict(_decode(data, key), key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> bytes:
-        return _encode(self.to_dict())
 
     def outcome(self) -> Outcome:
         """This result as an executor outcome: the reward, or the reason code and reason as one line."""
