@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from components.trainer.dataset_registry import TASKS
+from components.trainer.dataset_registry import TASKS, task_named
 from controller.errors import NasrlError
 from controller.journal import read_run
 from controller.ledger import Ledger, TrialRecord, TrialState
@@ -93,7 +93,7 @@ def _table(rows: list[TrialRecord], config: SearchConfig, ledger: Ledger, seen: 
     objective = config.objective
     cost_column = objective.kind if objective.trades and objective.kind != "parameters" else None
     # Language models are judged by perplexity; their reward c/ppl^2 is a tiny number.
-    task = TASKS.get(SPACES[config.space].task or "image", TASKS["image"])
+    task = task_named(SPACES[config.space].task) or TASKS["image"]  # a table's cells: the reward column
     header = f"{'rank':>4}  {'trial':<7} {task.column:>8} "
     header += f"{'objective':>9} " if objective.trades else ""
     header += f"{cost_column:>8} " if cost_column else ""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from components.final_train.step import KINDS, FinalGrid, is_language_model, plan_candidates
-from components.trainer.dataset_registry import TASKS
+from components.trainer.dataset_registry import task_named
 from controller.errors import ConfigError, NasrlError
 from controller.executors import EXECUTORS
 from controller.objective import COST_KEYS, ObjectiveConfig, format_cost
@@ -215,6 +215,7 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
             f"see the reasons with: nasrl show {run_dir}"
         )
     top = []
+    task = task_named(SPACES[config.space].task)
     for rank, record in enumerate(records, 1):
         entry = {
             "rank": rank,
@@ -224,7 +225,6 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
             "architecture": record.architecture,
             "summary": config.space_of(record.architecture).summary(record.architecture),
         }
-        task = TASKS.get(SPACES[config.space].task or "")
         if task is not None and not task.higher_is_better:  # the reward hides the quality: show it too
             entry[task.metric] = record.metrics.get(task.metric)
         if objective.trades:

@@ -86,6 +86,11 @@ def dataset_info(name: str, field: str = "dataset") -> Dataset:
     return DATASETS[name]
 
 
+def task_named(name: str | None) -> Task | None:
+    """The task a space names (``BaseSpace.task``); None for a space nasrl trains no children of."""
+    return None if name is None else TASKS[name]
+
+
 def task_of(dataset: str) -> Task:
     return TASKS[dataset_info(dataset).task]
 
