@@ -25,7 +25,6 @@ from controller.spaces.conv import FILTER_SIZES, NUM_FILTERS, STRIDES
 
 # Settings of a child (image classifier or language model) that the search sets per trial, not the user.
 PER_TRIAL = ("seed", "num_threads")
-LM_PER_TRIAL = PER_TRIAL
 # Ready-made child training recipes (``child.recipe``): they fill the child settings the config does not
 # set itself. "proxy" is the fast CIFAR-10 trainers' recipe, cut short for ranking children (see
 # bench/proxy_fidelity.py for how well it ranks); "paper" is Zoph & Le's 50 epochs.

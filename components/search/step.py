@@ -255,11 +255,11 @@ def run_search_step(settings: Mapping[str, Any], *, top_k: int, grid: FinalGrid,
 def lm_settings(config: SearchConfig) -> dict[str, Any] | None:
     """The rnn space's language-model settings, which the final training keeps (hidden size, layers,
     dropout ...) and partly overrides (epochs, learning rate ...); None for other spaces."""
-    from controller.config import LM_PER_TRIAL
+    from controller.config import PER_TRIAL
 
     if not is_language_model(config.space):
         return None
-    return {k: v for k, v in dataclasses.asdict(config.lm).items() if k not in LM_PER_TRIAL}
+    return {k: v for k, v in dataclasses.asdict(config.lm).items() if k not in PER_TRIAL}
 
 
 @dataclass(frozen=True)
