@@ -88,7 +88,7 @@ class Ledger:
 
     def __init__(self, records: list[TrialRecord] | None = None, objective: ObjectiveConfig | None = None) -> None:
         self.objective = objective or ObjectiveConfig()
-        self._best_objective: tuple[tuple[bool, float, int], TrialRecord] | None = None
+        self._best_objective: tuple[tuple[bool, bool, float, int], TrialRecord] | None = None
         self._records: dict[str, TrialRecord] = {}
         self._finish_order: list[str] = []
         self._waiting: list[tuple[int, str]] = []  # heap of (number, trial id); stale entries skipped on pop
@@ -236,10 +236,11 @@ class Ledger:
         done = [r for r in self._records.values() if r.state == TrialState.COMPLETE]
         return sorted(done, key=self._objective_rank if by_objective else _rank)[:k]
 
-    def _objective_rank(self, record: TrialRecord) -> tuple[bool, float, int]:
-        # As _rank, by the objective; a trial without its cost ranks after every one with it.
+    def _objective_rank(self, record: TrialRecord) -> tuple[bool, bool, float, int]:
+        # As _rank, by the objective; a trial without its cost ranks after every one with it, and under a
+        # hard limit one above the target after every one meeting it (ObjectiveConfig.admits).
         value = self.objective_of(record)
-        return (value is None, -(value or 0.0), record.number)
+        return (value is None, not self.objective.admits(record.metrics), -(value or 0.0), record.number)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]

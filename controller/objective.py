@@ -4,10 +4,14 @@ MnasNet does (Tan et al., CVPR 2019, equation 2):
     R = ACC(m) x [COST(m) / T]^w
 
 with ``w = weight`` for every child (a soft trade-off, MnasNet's -0.07), or with ``hard``: ``w = 0`` at or
-under the target ``T`` and ``-1`` above it. Costs come in a trial's ``metrics`` under the keys of
-:data:`COST_KEYS`; a space says which of them its children report (``BaseSpace.costs``). The policy alone
-applies the objective (``BasePolicy.objective``): the ledger, ``nasrl show`` and ``summary.json`` keep the
-raw accuracy as the ``reward`` and show the objective beside it.
+under the target ``T`` and ``-1`` above it. The policy learns from that formula; choosing which child to
+return goes one step further with ``hard`` (:meth:`ObjectiveConfig.admits`): a child at or under ``T`` comes
+before every child above it, since a hard limit says what may ship.
+
+Costs come in a trial's ``metrics`` under the keys of :data:`COST_KEYS`; a space says which of them its
+children report (``BaseSpace.costs``). The policy alone applies the objective (``BasePolicy.objective``):
+the ledger, ``nasrl show`` and ``summary.json`` keep the raw accuracy as the ``reward`` and show the
+objective beside it.
 """
 
 from __future__ import annotations
@@ -101,6 +105,13 @@ class ObjectiveConfig:
                 f"{', '.join(sorted(metrics)) or 'none'}); the trainer or table must report it"
             )
         return value
+
+    def admits(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether a child competes for "best" with the children meeting the target: always under a soft
+        trade-off; under ``hard`` only at or under the target. MnasNet's hard penalty alone (w = -1 above T)
+        would still return a child 5% over T with 5% more accuracy; as Optuna's constrained samplers rank
+        feasible trials first, a child above T is returned only when none meets it."""
+        return not self.hard or self.meets_target(metrics) is True
 
     def meets_target(self, metrics: Mapping[str, Any]) -> bool | None:
         """Whether the child's cost is at or under the target; None without a target or a cost."""

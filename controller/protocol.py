@@ -33,6 +33,7 @@ class DatasetSpec:
     name: str
     data_dir: str | None = None  # a local folder or a store URI; None: the loader's default
     train_subset: int | None = None  # train on this many examples only; None: all of them
+    val_size: int | None = None  # validation images held out of the training split; None: the dataset's
     seed: int = 0
 
 
@@ -78,6 +79,7 @@ class TrialSpec(_Record):
                 name=dataset.get("name", _string, required=True),
                 data_dir=dataset.get("data_dir", _optional(_string)),
                 train_subset=dataset.get("train_subset", _optional(_positive)),
+                val_size=dataset.get("val_size", _optional(_positive)),
                 seed=dataset.get("seed", _integer, default=0),
             ),
             seed=r.get("seed", _integer, default=0),

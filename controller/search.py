@@ -246,6 +246,7 @@ class Search:
                 "name": self.config.dataset,
                 "data_dir": self.config.data_dir,
                 "train_subset": self.config.train_subset,
+                "val_size": self.config.val_size,
                 "seed": self.config.seed,  # one split for the whole run: rewards stay comparable
             },
         } | self._shared_payload

@@ -126,8 +126,9 @@ def run_objective(checkpoints: Sequence[Mapping[str, Any]]) -> ObjectiveConfig:
 def choose(checkpoints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The best completed checkpoint by validation accuracy (language models: the lowest validation
     perplexity), or by the search's objective when it trades accuracy against a cost (a grid point without
-    that cost comes after every one with it); ties go to the better-ranked architecture, then the earlier grid
-    point, so the choice never depends on the order results arrive in."""
+    that cost comes after every one with it; under a hard limit, one above the target after every one
+    meeting it); ties go to the better-ranked architecture, then the earlier grid point, so the choice never
+    depends on the order results arrive in."""
     objective = run_objective(checkpoints)
     costs = architecture_costs(checkpoints) if objective.trades else {}
     done = [c for c in checkpoints if c["status"] == "COMPLETE" and c.get("state_dict") is not None]
@@ -135,10 +136,12 @@ def choose(checkpoints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         reasons = "; ".join(f"{c['candidate']['name']}: {c.get('reason')}" for c in checkpoints) or "no results"
         raise NasrlError(f"no final-training run completed, nothing to export ({reasons})")
 
-    def key(checkpoint: Mapping[str, Any]) -> tuple[bool, float, int, int]:
+    def key(checkpoint: Mapping[str, Any]) -> tuple[bool, bool, float, int, int]:
         candidate = checkpoint["candidate"]
-        value = score(checkpoint, objective, costs.get(candidate.get("trial_id")))
-        return value is not None, value or 0.0, -candidate["rank"], -candidate["index"]
+        measured = costs.get(candidate.get("trial_id"))
+        value = score(checkpoint, objective, measured)
+        admitted = objective.admits(checkpoint if measured is None else measured)  # hard: meeting T first
+        return value is not None, admitted, value or 0.0, -candidate["rank"], -candidate["index"]
 
     return max(done, key=key)
 

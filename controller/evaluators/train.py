@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from components.trainer.dataset_registry import check_pairing
+from components.trainer.dataset_registry import check_pairing, dataset_info
 from controller.errors import ConfigError, NasrlError
 from controller.evaluators.base import BaseEvaluator
 from controller.executors import EXECUTORS
@@ -21,6 +21,7 @@ class TrainEvaluator(BaseEvaluator):
 
     def check(self, config: SearchConfig) -> None:
         check_pairing(SPACES[config.space].task, config.dataset, f"space {config.space!r}")
+        _check_split(config)
         if config.executor not in EXECUTORS:
             raise ConfigError("executor", config.executor, " | ".join(EXECUTORS))
         EXECUTORS[config.executor].check(config)
@@ -29,3 +30,24 @@ class TrainEvaluator(BaseEvaluator):
         if files is None:
             raise NasrlError("evaluator 'train' needs a run directory: children read their trial files from it")
         return EXECUTORS[config.executor].make(config, files)
+
+
+def _check_split(config: SearchConfig) -> None:
+    """train_subset and val_size must fit in the dataset's training split, checked before any child starts
+    (a data_dir holding fewer images than the official files is still caught by the trainer)."""
+    if config.val_size is None:
+        return
+    info = dataset_info(config.dataset)
+    if info.task != "image":
+        raise ConfigError(
+            "val_size", config.val_size, f"null with dataset {config.dataset} (it has its own validation text)"
+        )
+    pool = info.training_images
+    train = config.train_subset or 1
+    if pool is not None and config.val_size + train > pool:
+        allowed = f"10..{pool - train}" if pool - train >= 10 else "null"
+        raise ConfigError(
+            "val_size",
+            config.val_size,
+            f"{allowed}: {config.dataset} has {pool:,} training images, train_subset keeps {train:,}",
+        )

@@ -92,6 +92,24 @@ def test_with_a_latency_objective_choose_takes_a_faster_point_over_a_slightly_mo
     assert choose([slow, sloppy])["candidate"]["name"] == "slow"
 
 
+def test_under_a_hard_latency_limit_choose_takes_a_point_meeting_it_over_a_more_accurate_one_above() -> None:
+    hard = LATENCY | {"hard": True}
+    over = fake("over", 0.95, latency_seconds=0.0021, objective=hard)  # 0.95 x 2/2.1 = 0.905: MnasNet prefers it
+    under = fake("under", 0.90, index=1, latency_seconds=0.0019, objective=hard)
+    assert choose([over, under])["candidate"]["name"] == "under"
+    soft = [
+        fake(
+            c["candidate"]["name"],
+            c["val_accuracy"],
+            index=c["candidate"]["index"],
+            latency_seconds=c["latency_seconds"],
+            objective=LATENCY,
+        )
+        for c in (over, under)
+    ]
+    assert choose(soft)["candidate"]["name"] == "over"  # soft: 0.95 x 1.05^-0.07 beats 0.90 x 0.95^-0.07
+
+
 def test_timing_noise_between_grid_points_of_one_architecture_does_not_choose_between_them() -> None:
     # One network at two grid points, timed by two tasks: 3 ms and 1 ms. Its latency is their median, 2 ms,
     # for both, so the more accurate point wins; its own 3 ms would have lost (0.91 x 1.5^-0.07 < 0.90 x 0.5^-0.07).

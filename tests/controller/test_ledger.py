@@ -2,6 +2,7 @@ import pytest
 
 from controller.errors import LedgerError
 from controller.ledger import Ledger, TrialRecord, TrialState
+from controller.objective import ObjectiveConfig
 
 
 def _record(n: int) -> TrialRecord:
@@ -52,3 +53,29 @@ def test_round_trip_keeps_completion_order():
     again = Ledger.from_list(ledger.to_list(), [r.trial_id for r in ledger.finished_in_order()])
     assert [r.trial_id for r in again.finished_in_order()] == ["t00002", "t00000"]
     assert again.get("t00001").state == TrialState.RUNNING
+
+
+def _finished(objective: ObjectiveConfig, results: list[tuple[float, float]]) -> Ledger:
+    """A ledger of completed children, each (accuracy, FLOPs)."""
+    ledger = Ledger(objective=objective)
+    for n, (accuracy, flops) in enumerate(results):
+        ledger.add(_record(n))
+        ledger.start(f"t{n:05d}")
+        ledger.complete(f"t{n:05d}", accuracy, {"flops": flops})
+    return ledger
+
+
+def test_under_a_hard_limit_the_returned_child_meets_the_target_when_any_child_does():
+    # 5% over the target and 5 points more accurate: MnasNet's hard penalty alone scores it 0.80 / 1.05 = 0.762,
+    # above the 0.75 of the child under the target, and would return a model that does not fit.
+    over, under, worse = (0.80, 1.05e6), (0.75, 0.9e6), (0.70, 0.5e6)
+    hard = _finished(ObjectiveConfig("flops", 1e6, hard=True), [over, under, worse])
+    assert hard.objective_of(hard.get("t00000")) > hard.objective_of(hard.get("t00001"))
+    assert hard.best_by_objective().trial_id == "t00001"
+    assert [r.trial_id for r in hard.top(3, by_objective=True)] == ["t00001", "t00002", "t00000"]
+    # A soft trade-off is a trade-off: the accurate child a little over the target still wins.
+    soft = _finished(ObjectiveConfig("flops", 1e6), [over, under, worse])
+    assert soft.best_by_objective().trial_id == "t00000"
+    # When no child meets the target, the hard limit returns the least penalised one rather than nothing.
+    none_fit = _finished(ObjectiveConfig("flops", 1e6, hard=True), [(0.80, 2e6), (0.60, 1.1e6)])
+    assert none_fit.best_by_objective().trial_id == "t00001"  # 0.60 / 1.1 = 0.545 beats 0.80 / 2 = 0.40

@@ -53,7 +53,8 @@ def test_the_summary_keeps_the_raw_accuracy_beside_the_objective_and_picks_the_b
     summary = search.summary()
     best = summary["best"]
     completed = search.ledger.in_state(TrialState.COMPLETE)
-    objectives = {r.trial_id: search.ledger.objective_of(r) for r in completed}
+    # A hard limit: the best objective among the children meeting the target (a run of 40 has some).
+    objectives = {r.trial_id: search.ledger.objective_of(r) for r in completed if r.metrics["flops"] <= median_flops}
     assert best["objective"] == max(objectives.values()) == objectives[best["trial_id"]]
     record = search.ledger.get(best["trial_id"])
     assert best["reward"] == record.reward == record.metrics["accuracy"] / 100  # the raw accuracy, untouched
