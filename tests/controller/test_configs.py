@@ -19,9 +19,15 @@ def load(name: str) -> SearchConfig:
 
 def test_the_quickstart_is_the_readmes_small_cpu_search() -> None:
     config = load("quickstart.yaml")
-    # README, Quick start: 80 children, 3 epochs each on 4,000 Fashion-MNIST images, two local workers.
+    # README, Quick start: 80 children, 3 epochs each on 4,000 Fashion-MNIST images, rewarded on 2,000 validation
+    # images, two local workers.
     assert (config.space, config.strategy, config.trials) == ("conv", "reinforce", 80)
-    assert (config.dataset, config.train_subset, config.child.epochs) == ("fashion-mnist", 4000, 3)
+    assert (config.dataset, config.train_subset, config.val_size, config.child.epochs) == (
+        "fashion-mnist",
+        4000,
+        2000,
+        3,
+    )
     assert (config.executor, config.workers) == ("local", 2)
     assert config.predict_strides and config.strides == [1, 2]  # the paper's second experiment
 
@@ -38,6 +44,17 @@ def test_the_paper_config_has_the_papers_controller_and_schedule() -> None:
     assert (reinforce.num_layers, reinforce.hidden_size, reinforce.init_range) == (2, 35, 0.08)
     assert (reinforce.learning_rate, reinforce.entropy_weight, reinforce.reward_transform) == (6e-4, 0.0, "cube")
     assert config.child.reward_window == 5  # the best validation accuracy of the last 5 epochs
+    # Children: CIFAR-10 for 50 epochs, SGD with Nesterov momentum 0.9, rate 0.1, weight decay 1e-4, on the
+    # default split of 45,000 training and 5,000 validation images.
+    child = config.child
+    assert (config.dataset, child.epochs, child.learning_rate, child.momentum, child.weight_decay) == (
+        "cifar10",
+        50,
+        0.1,
+        0.9,
+        1e-4,
+    )
+    assert config.train_subset is None and config.val_size is None
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
