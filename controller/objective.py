@@ -124,7 +124,7 @@ class ObjectiveConfig:
         """One line for ``nasrl show``: the formula with its numbers."""
         if not self.trades:
             return "accuracy (nothing traded)"
-        rule = "w = 0 at or under, -1 above" if self.hard else f"w = {self.weight:g}"
+        rule = "w = 0 at or under, -1 above; children meeting it rank first" if self.hard else f"w = {self.weight:g}"
         return f"accuracy x ({self.kind} / {self.target:g})^w, {rule} (target in {COST_UNITS[self.kind]})"
 
 

@@ -33,8 +33,8 @@ class DatasetSpec:
     name: str
     data_dir: str | None = None  # a local folder or a store URI; None: the loader's default
     train_subset: int | None = None  # train on this many examples only; None: all of them
-    val_size: int | None = None  # validation images held out of the training split; None: the dataset's
     seed: int = 0
+    val_size: int | None = None  # validation images held out of the training split; None: the dataset's
 
 
 class _Record:
