@@ -103,9 +103,8 @@ class SearchConfig:
     dataset: str = "fashion-mnist"  # what children train on (digits: 8x8, for tests; ptb: with space rnn)
     data_dir: str | None = None  # where the dataset files are; default: the dataset's usual place
     train_subset: int | None = None  # train on this many images only (fast CPU runs); validation shrinks too
-    # Validation images held out of the training split, the reward's sample: None keeps the dataset's (5,000;
-    # shrunk with train_subset). More of them make a reward less noisy (a 400-image accuracy is +-2 points).
-    val_size: int | None = None
+    # More validation images make a reward less noisy: an accuracy read on 400 varies by +-2 points by sample.
+    val_size: int | None = None  # validation images held out of the training split; None: the dataset's split
     executor: str = "local"  # where children train: local worker processes, or one Kubernetes Job each
     workers: int = 2  # local worker processes training children in parallel (on the CPU)
     # Local workers per visible GPU (replacing `workers` when there are GPUs); trials at once in each Job.
