@@ -43,11 +43,10 @@ def _check_split(config: SearchConfig) -> None:
             "val_size", config.val_size, f"null with dataset {config.dataset} (it has its own validation text)"
         )
     pool = info.training_images
-    train = config.train_subset or 1
+    train = config.train_subset or 1  # without train_subset, the rest trains: at least one image must
     if pool is not None and config.val_size + train > pool:
         allowed = f"10..{pool - train}" if pool - train >= 10 else "null"
+        kept = f", train_subset keeps {train:,}" if config.train_subset else ""
         raise ConfigError(
-            "val_size",
-            config.val_size,
-            f"{allowed}: {config.dataset} has {pool:,} training images, train_subset keeps {train:,}",
+            "val_size", config.val_size, f"{allowed}: {config.dataset} has {pool:,} training images{kept}"
         )

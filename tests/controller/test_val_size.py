@@ -18,6 +18,7 @@ from controller.stores import open_store
         ({"val_size": 5}, r"val_size: 5 .*an integer >= 10"),
         ({"val_size": 57_000, "train_subset": 4000}, r"val_size: 57000 .*10\.\.56000: fashion-mnist has 60,000"),
         ({"val_size": 500, "space": "rnn", "dataset": "ptb"}, r"val_size: 500 .*null with dataset ptb"),
+        ({"val_size": 1437, "dataset": "digits"}, r"val_size: 1437 .*10\.\.1436: digits has 1,437 training images\)"),
     ],
 )
 def test_a_split_that_cannot_be_made_is_refused_by_name(settings, message):
