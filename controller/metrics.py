@@ -118,7 +118,6 @@ class SearchMetrics:
         self._components = _Bounded(limit=5)  # store, kubernetes, and room for a few more
         self._error_kinds: dict[str, _Bounded] = {}
         self._best = -math.inf
-        self._best_objective = -math.inf
         self._last_refresh = -math.inf
         self._scrapes = _ScrapeClock()
         self.registry.register(self._scrapes)
@@ -279,8 +278,15 @@ class SearchMetrics:
         value = search.ledger.objective_of(record)  # the ledger holds the run's objective
         if value is not None and math.isfinite(value):
             self.objective_last.labels(self.run_id).set(value)
-            self._best_objective = max(self._best_objective, value)
-            self.objective_best.labels(self.run_id).set(self._best_objective)
+        self._set_best_objective(search)
+
+    def _set_best_objective(self, search: Search) -> None:
+        # The child the run returns, as the ledger keeps it (O(1)): not the highest value seen, since under a
+        # hard limit a child meeting the target ranks above a higher-valued one over it.
+        best = search.ledger.best_by_objective()
+        value = search.ledger.objective_of(best) if best is not None else None
+        if value is not None and math.isfinite(value):
+            self.objective_best.labels(self.run_id).set(value)
 
     def _observe(self, record: TrialRecord) -> bool:
         """A completed child's costs where its result has them (the table evaluator has FLOPs only, a language
@@ -364,11 +370,7 @@ class SearchMetrics:
         if best is not None and best.reward is not None:
             self._best = best.reward
             self.reward_best.labels(self.run_id).set(best.reward)
-        best_objective = search.ledger.best_by_objective()
-        value = search.ledger.objective_of(best_objective) if best_objective is not None else None
-        if value is not None:
-            self._best_objective = value
-            self.objective_best.labels(self.run_id).set(value)
+        self._set_best_objective(search)
         self.policy_version.labels(self.run_id).set(search.policy.version)
         if SPACES[search.config.space].grows_with_depth:
             self.layers.labels(self.run_id).set(search.schedule.layers_at(search.state.next_number))

@@ -97,3 +97,31 @@ def test_prometheus_shows_the_best_objective_and_the_last_childs(median_flops):
     assert registry.get_sample_value("nasrl_objective_last", {"run": "r"}) == search.ledger.objective_of(last)
     # The best reward is still the most accurate child's, above the best child's by the objective here.
     assert registry.get_sample_value("nasrl_reward_best", {"run": "r"}) > summary["best"]["reward"]
+
+
+def test_under_a_hard_limit_prometheus_shows_the_returned_childs_objective_not_the_highest_value():
+    # t00000 meets the 1M-FLOPs target at 0.75; t00001 is 5% over it at 0.80, MnasNet's value 0.762. The run
+    # returns t00000, and the gauge must say what the run returns.
+    measured = [(0.75, 0.9e6), (0.80, 1.05e6)]
+    config = build_config(
+        {"space": "nb201", "evaluator": "table", "strategy": "random", "trials": 2, "batch": 1, "seed": 0}
+        | {"objective": {"kind": "flops", "target": 1e6, "hard": True}}
+    )
+
+    def evaluate(trial):
+        accuracy, flops = measured[trial.number]
+        return Outcome(trial.trial_id, "COMPLETE", reward=accuracy, metrics={"flops": flops})
+
+    registry = CollectorRegistry()
+    shown = []  # the gauge as a scrape right after each child completes sees it (between ledger refreshes)
+
+    def scrape(kind, search, payload):
+        if kind == "trial_complete":
+            shown.append(registry.get_sample_value("nasrl_objective_best", {"run": "r"}))
+
+    search = Search(config, InlineExecutor(evaluate), listeners=[SearchMetrics("r", registry), scrape])
+    summary = search.run()
+    assert summary["best"]["trial_id"] == "t00000"
+    assert shown == [0.75, 0.75]
+    assert registry.get_sample_value("nasrl_objective_last", {"run": "r"}) == pytest.approx(0.80 / 1.05)
+    assert registry.get_sample_value("nasrl_objective_best", {"run": "r"}) == summary["best"]["objective"] == 0.75
