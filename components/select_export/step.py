@@ -135,15 +135,7 @@ def choose(checkpoints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     if not done:
         reasons = "; ".join(f"{c['candidate']['name']}: {c.get('reason')}" for c in checkpoints) or "no results"
         raise NasrlError(f"no final-training run completed, nothing to export ({reasons})")
-
-    def key(checkpoint: Mapping[str, Any]) -> tuple[bool, bool, float, int, int]:
-        candidate = checkpoint["candidate"]
-        measured = costs.get(candidate.get("trial_id"))
-        value = score(checkpoint, objective, measured)
-        admitted = objective.admits(checkpoint if measured is None else measured)  # hard: meeting T first
-        return value is not None, admitted, value or 0.0, -candidate["rank"], -candidate["index"]
-
-    return max(done, key=key)
+    return min(done, key=lambda c: ranking(c, objective, costs.get(c["candidate"].get("trial_id"))))
 
 
 def rebuild(checkpoint: Mapping[str, Any]) -> nn.Module:
@@ -204,10 +196,15 @@ def result_of(
 
 def ranking(
     checkpoint: Mapping[str, Any], objective: ObjectiveConfig | None = None, costs: Mapping[str, Any] | None = None
-) -> tuple[bool, float, int]:
-    """Best first, failures (and results without the traded cost) last, grid order within a tie."""
+) -> tuple[bool, bool, float, int, int]:
+    """The order :func:`choose` and the report share, best first: failures (and results without the traded
+    cost) last; under a hard limit, a point above the target after every one meeting it; ties to the
+    better-ranked architecture, then the earlier grid point."""
+    objective = objective or ObjectiveConfig()
     value = score(checkpoint, objective, costs)
-    return value is None, -(value or 0.0), checkpoint["candidate"]["index"]
+    admitted = objective.admits(checkpoint if costs is None else costs)
+    candidate = checkpoint["candidate"]
+    return value is None, not admitted, -(value or 0.0), candidate["rank"], candidate["index"]
 
 
 def example_input(checkpoint: Mapping[str, Any]) -> torch.Tensor:

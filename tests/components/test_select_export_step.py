@@ -13,11 +13,11 @@ import torch
 
 from components.final_train.step import FinalGrid, load_checkpoint, plan_candidates, save_checkpoint, train_candidate
 from components.select_export import step as select_step
-from components.select_export.step import choose, read_export, rebuild, select_and_export
+from components.select_export.step import choose, ranking, read_export, rebuild, select_and_export
 from components.trainer import train as train_module
 from components.trainer.datasets import load_dataset
 from controller.errors import NasrlError
-from controller.objective import format_cost
+from controller.objective import ObjectiveConfig, format_cost
 from controller.stores import open_store
 
 # TorchScript is what the export promises; torch 2.13 deprecates it in favour of torch.export (see the report).
@@ -97,6 +97,9 @@ def test_under_a_hard_latency_limit_choose_takes_a_point_meeting_it_over_a_more_
     over = fake("over", 0.95, latency_seconds=0.0021, objective=hard)  # 0.95 x 2/2.1 = 0.905: MnasNet prefers it
     under = fake("under", 0.90, index=1, latency_seconds=0.0019, objective=hard)
     assert choose([over, under])["candidate"]["name"] == "under"
+    # The report lists the grid points in the same order: the one chosen first.
+    ranked = sorted([over, under], key=lambda c: ranking(c, ObjectiveConfig(**hard)))
+    assert [c["candidate"]["name"] for c in ranked] == ["under", "over"]
     soft = [
         fake(
             c["candidate"]["name"],
