@@ -222,9 +222,9 @@ def summary(outputs: Path) -> list[str]:
     """What a finished local run found, in the order a reader wants it: the search, the final training,
     then the best architecture, its test accuracy (language models: perplexity) with the exported model's
     latency here, and where its model is."""
+    from components.final_train.step import objective_of
     from components.select_export.report import latency_line
     from components.select_export.step import METRICS_KEY
-    from controller.objective import ObjectiveConfig
     from controller.stores import open_store
 
     searched = metrics_of(outputs / "search")
@@ -240,7 +240,7 @@ def summary(outputs: Path) -> list[str]:
     candidate = chosen["candidate"]
     architecture = next((t["summary"] for t in architectures["top"] if t["trial_id"] == candidate["trial_id"]), "?")
     completed, failed = int(metrics["grid_points_completed"]), int(metrics["grid_points_failed"])
-    objective = ObjectiveConfig(**(exported.get("objective") or {}))
+    objective = objective_of(exported)
     val = shown.format(chosen[f"val_{measure}"])
     searched_best, chosen_by = f"best reward {reward}", f"validation {measure}: {candidate['name']} ({val})"
     if objective.trades:  # what the search and the choice went by, the raw figures beside it

@@ -227,9 +227,10 @@ def normalise_candidate(candidate: Mapping[str, Any]) -> dict[str, Any]:
     return out | {"bn_eps": float(candidate["bn_eps"])}
 
 
-def objective_of(checkpoint: Mapping[str, Any]) -> ObjectiveConfig:
-    """The search objective a checkpoint was trained for; accuracy alone when it names none (as before)."""
-    return ObjectiveConfig(**(checkpoint.get("objective") or {}))
+def objective_of(record: Mapping[str, Any]) -> ObjectiveConfig:
+    """The search objective a record names under ``"objective"`` (a checkpoint, ``summary.json``, the export's
+    metrics): what it was trained or chosen for; accuracy alone when it names none (as records before it)."""
+    return ObjectiveConfig(**(record.get("objective") or {}))
 
 
 def _checkpoint(candidate: Mapping[str, Any], kind: str, epochs: int, outcome: Any) -> dict[str, Any]:

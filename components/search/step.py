@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from components.final_train.step import KINDS, FinalGrid, is_language_model, plan_candidates
+from components.final_train.step import KINDS, FinalGrid, is_language_model, objective_of, plan_candidates
 from components.trainer.dataset_registry import task_named
 from controller.errors import ConfigError, NasrlError
 from controller.executors import EXECUTORS
-from controller.objective import COST_KEYS, ObjectiveConfig, format_cost
+from controller.objective import COST_KEYS, format_cost
 from controller.settings import merge
 from controller.spaces import SPACES
 
@@ -281,7 +281,7 @@ def top_k_rows(
     to read on its own; with an objective that trades, with each one's objective and traded cost."""
     rnn = is_language_model(summary.get("space", "conv"))
     reward = f"{reward_c:g} / (validation perplexity)²" if rnn else "validation accuracy"
-    objective = ObjectiveConfig(**(summary.get("objective") or {}))
+    objective = objective_of(summary)
     cost = objective.kind if objective.trades and objective.kind != "parameters" else None  # params: a column
     columns = [("rank", True), ("trial", False), ("reward", True)]
     columns += [("val perplexity", True)] if rnn else []
