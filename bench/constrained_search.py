@@ -154,9 +154,10 @@ def fashion_bench(args: argparse.Namespace) -> None:
         f"{'search':<13} {'returned: accuracy':>19} {'ms':>5} {'meets T':>8} "
         f"{'most accurate: accuracy':>24} {'ms':>5} {'2nd half: under T':>18} {'median ms':>10}"
     )
+    runs = {name: completed(root / name) for name in objectives}  # each run's completed children, read once
     returned, ledgers = {}, {}
     for name, objective in objectives.items():
-        records = completed(root / name)
+        records = runs[name]
         trades = build_config({"space": "conv", "objective": objective | ({"target": target} if objective else {})})
         ledgers[name] = Ledger(records, objective=trades.objective)
         best = ledgers[name].best_by_objective()
@@ -171,7 +172,7 @@ def fashion_bench(args: argparse.Namespace) -> None:
             f"{statistics.median(late) * 1e3:>10.2f}",
             flush=True,
         )
-    everyone = [r for name in objectives for r in completed(root / name)]
+    everyone = [r for records in runs.values() for r in records]
     fitting = [r.reward for r in everyone if r.metrics["latency_seconds"] <= target]
     print(
         f"the best child under T that any of these {len(objectives)} searches trained: {max(fitting):.4f} "
@@ -202,7 +203,7 @@ def fashion_bench(args: argparse.Namespace) -> None:
                 f"{'meets' if ms <= target else 'misses'} T ({points:+.1f} points)",
                 flush=True,
             )
-    again = remeasure({name: completed(root / name) for name in objectives})
+    again = remeasure(runs)
     target_again = statistics.median(again["random"].values())
     print(
         f"side by side (every child rebuilt and timed again in this process, runs interleaved): "
